@@ -1,0 +1,556 @@
+//! The Cylance API client: authentication, list pages, retries.
+//!
+//! One access token per run, reused for every page, renewed before it can
+//! expire and once after a 401. Each request has a timeout; transient failures
+//! go through `retry::RetryPolicy`; every other status is turned into a
+//! classified error naming the endpoint. Nothing here logs a header value: the
+//! Authorization header appears as `Bearer <redacted>` at `-vv`.
+
+use crate::config::ApiSettings;
+use crate::control::RunControl;
+use crate::error::{ExitKind, fail};
+use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::sources::SourceKind;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::time::{Duration, Instant};
+
+/// Largest response body accepted; a page of 200 items is far below it.
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+/// JWT lifetime; the API refuses more than 30 minutes.
+const JWT_LIFETIME_SECS: i64 = 1800;
+/// An access token is replaced once it is this old, before it can expire.
+const TOKEN_RENEW_AFTER: Duration = Duration::from_secs(25 * 60);
+/// How much of an unusable body an error message shows.
+const BODY_EXCERPT: usize = 120;
+
+/// Counters for the end-of-run summary line.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+}
+
+/// One list page, borrowed from the response body.
+#[derive(Debug, Deserialize)]
+pub struct Page<'a> {
+    pub total_pages: Option<u64>,
+    pub total_number_of_items: Option<u64>,
+    #[serde(borrow)]
+    pub page_items: Vec<&'a RawValue>,
+}
+
+struct Token {
+    bearer: String,
+    obtained: Instant,
+}
+
+pub struct ApiClient {
+    agent: ureq::Agent,
+    settings: ApiSettings,
+    retry: RetryPolicy,
+    control: RunControl,
+    token: Option<Token>,
+    pub stats: Stats,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    tid: &'a str,
+    jti: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// A response read whole: status, Retry-After, body.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+/// What went wrong with one attempt, before the retry policy decides.
+enum Attempt {
+    Transport(String),
+    Answer(Answer),
+    /// A body over `MAX_BODY`: refused, memory stays bounded.
+    Oversize,
+}
+
+impl ApiClient {
+    pub fn new(settings: ApiSettings, retry: RetryPolicy, control: RunControl) -> Result<Self> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca_file) = &settings.ca_file {
+            tls = tls.root_certs(load_ca_file(ca_file)?);
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(settings.timeout))
+            .user_agent(concat!("cylance-logs/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
+            .build()
+            .new_agent();
+        Ok(ApiClient {
+            agent,
+            settings,
+            retry,
+            control,
+            token: None,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Reads one page of a list and hands it to `handle` (which may borrow it).
+    pub fn list_page<R>(
+        &mut self,
+        kind: SourceKind,
+        window: &[(&'static str, String)],
+        page: u32,
+        handle: impl FnOnce(Page<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let page_size = kind.page_size();
+        let mut query: Vec<(&str, String)> = vec![
+            ("page", page.to_string()),
+            ("page_size", page_size.to_string()),
+        ];
+        query.extend(window.iter().cloned());
+        let endpoint = kind.path();
+        let mut malformed = 0;
+        loop {
+            let answer = self.get_json(kind, &query)?;
+            match serde_json::from_slice::<Page>(&answer.body) {
+                Ok(parsed) => {
+                    if parsed.page_items.len() > page_size as usize {
+                        return Err(fail(
+                            ExitKind::Protocol,
+                            format!(
+                                "GET {endpoint} page {page}: {} items in a page of page_size {page_size}",
+                                parsed.page_items.len()
+                            ),
+                        ));
+                    }
+                    return handle(parsed);
+                }
+                Err(err) => {
+                    malformed += 1;
+                    let why = format!(
+                        "GET {endpoint} page {page}: the answer is not a page ({err}); body starts: {}",
+                        excerpt(&answer.body)
+                    );
+                    if malformed >= self.retry.malformed_attempts {
+                        return Err(fail(ExitKind::Protocol, why));
+                    }
+                    crate::warn!("{why}; retrying");
+                    self.stats.retries += 1;
+                    self.control.sleep(self.retry.backoff(malformed))?;
+                }
+            }
+        }
+    }
+
+    /// GET with the token, retrying transient failures; returns a 200 answer or
+    /// a classified error.
+    fn get_json(&mut self, kind: SourceKind, query: &[(&str, String)]) -> Result<Answer> {
+        let endpoint = kind.path();
+        let url = format!("{}{endpoint}", self.settings.base_url);
+        let mut renewed_after_401 = false;
+        let mut waits = Waits::default();
+        loop {
+            let bearer = self.bearer()?;
+            let agent = self.agent.clone();
+            let attempt = self.send(endpoint, query, || {
+                let mut request = agent
+                    .get(&url)
+                    .header("Accept", "application/json")
+                    .header("Authorization", &format!("Bearer {bearer}"));
+                for (name, value) in query {
+                    request = request.query(*name, value);
+                }
+                request.call()
+            });
+            let answer = match attempt {
+                Attempt::Oversize => return Err(oversize(&format!("GET {endpoint}"))),
+                Attempt::Answer(answer) if answer.status == 200 => return Ok(answer),
+                Attempt::Answer(answer) if answer.status == 401 => {
+                    if renewed_after_401 {
+                        return Err(fail(
+                            ExitKind::Auth,
+                            format!(
+                                "GET {endpoint}: the API refused a fresh access token (HTTP 401: {}); \
+                                 the application may have been disabled or its secret rotated",
+                                server_message(&answer.body)
+                            ),
+                        ));
+                    }
+                    crate::debug!("GET {endpoint}: 401, getting a new token and retrying once");
+                    self.token = None;
+                    renewed_after_401 = true;
+                    continue;
+                }
+                Attempt::Answer(answer) if answer.status == 403 => {
+                    return Err(fail(
+                        ExitKind::Auth,
+                        format!(
+                            "GET {endpoint}: access denied (HTTP 403: {}); the API application \
+                             needs the {} privilege",
+                            server_message(&answer.body),
+                            kind.privilege()
+                        ),
+                    ));
+                }
+                Attempt::Answer(answer) if answer.status == 400 => {
+                    let page_size = query
+                        .iter()
+                        .find(|(name, _)| *name == "page_size")
+                        .map_or("?", |(_, value)| value.as_str());
+                    return Err(fail(
+                        ExitKind::Protocol,
+                        format!(
+                            "GET {endpoint}: the API refused the request (HTTP 400: {}); page_size sent: {page_size}",
+                            server_message(&answer.body)
+                        ),
+                    ));
+                }
+                other => other,
+            };
+            let why = match &answer {
+                Attempt::Transport(why) => why.clone(),
+                Attempt::Oversize => unreachable!("handled above"),
+                Attempt::Answer(answer) => {
+                    format!("HTTP {}: {}", answer.status, server_message(&answer.body))
+                }
+            };
+            if let Attempt::Answer(answer) = &answer
+                && !is_transient(answer.status)
+            {
+                return Err(fail(
+                    ExitKind::Protocol,
+                    format!("GET {endpoint}: unexpected answer ({why}); not retried"),
+                ));
+            }
+            let wait = self.next_wait(&answer, &mut waits, &format!("GET {endpoint}"), &why)?;
+            self.control.sleep(wait)?;
+        }
+    }
+
+    /// Decides the wait before the next attempt, or gives up (exit 75).
+    fn next_wait(
+        &mut self,
+        attempt: &Attempt,
+        waits: &mut Waits,
+        what: &str,
+        why: &str,
+    ) -> Result<Duration> {
+        let give_up = |detail: String| {
+            fail(
+                ExitKind::Temporary,
+                format!("{what}: {why}; {detail}; will try again next run"),
+            )
+        };
+        let wait = match attempt {
+            Attempt::Answer(answer) if answer.status == 429 => {
+                self.stats.rate_limited += 1;
+                waits.rate_limited += 1;
+                let told = answer
+                    .retry_after
+                    .as_deref()
+                    .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+                told.unwrap_or_else(|| self.retry.backoff(waits.rate_limited))
+            }
+            _ => {
+                waits.failures += 1;
+                if waits.failures >= self.retry.attempts {
+                    return Err(give_up(format!(
+                        "gave up after {} attempts",
+                        waits.failures
+                    )));
+                }
+                self.retry.backoff(waits.failures)
+            }
+        };
+        if waits.total + wait > self.retry.max_total_wait {
+            return Err(give_up(format!(
+                "waiting {}s more would exceed the retry budget of {}s",
+                wait.as_secs(),
+                self.retry.max_total_wait.as_secs()
+            )));
+        }
+        if self.control.remaining().is_some_and(|left| wait >= left) {
+            return Err(give_up(format!(
+                "waiting {}s more would exceed --max-runtime",
+                wait.as_secs()
+            )));
+        }
+        waits.total += wait;
+        self.stats.retries += 1;
+        crate::warn!("{what}: {why}; retrying in {:.1}s", wait.as_secs_f64());
+        Ok(wait)
+    }
+
+    /// The current access token, fetching or renewing it when needed.
+    fn bearer(&mut self) -> Result<String> {
+        if let Some(token) = &self.token {
+            if token.obtained.elapsed() < TOKEN_RENEW_AFTER {
+                return Ok(token.bearer.clone());
+            }
+            crate::debug!(
+                "access token is {} s old, renewing it",
+                token.obtained.elapsed().as_secs()
+            );
+        }
+        let bearer = self.fetch_token()?;
+        self.token = Some(Token {
+            bearer: bearer.clone(),
+            obtained: Instant::now(),
+        });
+        Ok(bearer)
+    }
+
+    fn sign_jwt(&self) -> Result<String> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            iss: "http://cylance.com",
+            sub: &self.settings.app_id,
+            tid: &self.settings.tenant_id,
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + JWT_LIFETIME_SECS,
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(self.settings.secret.expose().as_bytes())
+            .context("preparing the signing key")?;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &key,
+        )
+        .context("signing the authentication JWT")
+    }
+
+    fn fetch_token(&mut self) -> Result<String> {
+        const ENDPOINT: &str = "/auth/v2/token";
+        let url = format!("{}{ENDPOINT}", self.settings.base_url);
+        let mut waits = Waits::default();
+        loop {
+            let jwt = self.sign_jwt()?;
+            let body = serde_json::json!({ "auth_token": jwt }).to_string();
+            let agent = self.agent.clone();
+            let attempt = self.send(ENDPOINT, &[], || {
+                agent
+                    .post(&url)
+                    .header("Content-Type", "application/json; charset=utf-8")
+                    .header("Accept", "application/json")
+                    .send(body.as_bytes())
+            });
+            let why = match &attempt {
+                Attempt::Oversize => return Err(oversize(&format!("POST {ENDPOINT}"))),
+                Attempt::Answer(answer) if answer.status == 200 => {
+                    #[derive(Deserialize)]
+                    struct TokenAnswer {
+                        access_token: String,
+                    }
+                    return match serde_json::from_slice::<TokenAnswer>(&answer.body) {
+                        Ok(token) if !token.access_token.is_empty() => Ok(token.access_token),
+                        _ => Err(fail(
+                            ExitKind::Protocol,
+                            format!(
+                                "POST {ENDPOINT}: the answer holds no access_token; body starts: {}",
+                                excerpt_without_tokens(&answer.body)
+                            ),
+                        )),
+                    };
+                }
+                Attempt::Answer(answer) if matches!(answer.status, 400 | 401 | 403) => {
+                    return Err(fail(
+                        ExitKind::Auth,
+                        format!(
+                            "POST {ENDPOINT}: credentials rejected (HTTP {}: {}); check the app id, \
+                             secret, tenant id and region ({}); the local clock reads {} UTC and \
+                             must be right within minutes",
+                            answer.status,
+                            server_message(&answer.body),
+                            self.settings.base_url,
+                            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S")
+                        ),
+                    ));
+                }
+                Attempt::Answer(answer) if !is_transient(answer.status) => {
+                    return Err(fail(
+                        ExitKind::Protocol,
+                        format!(
+                            "POST {ENDPOINT}: unexpected answer (HTTP {}: {})",
+                            answer.status,
+                            server_message(&answer.body)
+                        ),
+                    ));
+                }
+                Attempt::Answer(answer) => {
+                    format!("HTTP {}: {}", answer.status, server_message(&answer.body))
+                }
+                Attempt::Transport(why) => why.clone(),
+            };
+            let wait = self.next_wait(&attempt, &mut waits, &format!("POST {ENDPOINT}"), &why)?;
+            self.control.sleep(wait)?;
+        }
+    }
+
+    /// Makes one attempt and reads its answer whole (bounded), logging it.
+    fn send(
+        &mut self,
+        endpoint: &str,
+        query: &[(&str, String)],
+        call: impl FnOnce() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Attempt {
+        self.stats.requests += 1;
+        let started = Instant::now();
+        let method = if query.is_empty() { "POST" } else { "GET" };
+        let shown_query = query
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let shown = if shown_query.is_empty() {
+            endpoint.to_string()
+        } else {
+            format!("{endpoint}?{shown_query}")
+        };
+        let attempt = match call() {
+            Err(err) => Attempt::Transport(describe_transport(&err, self.settings.timeout)),
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match response
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_BODY)
+                    .read_to_vec()
+                {
+                    Ok(body) => Attempt::Answer(Answer {
+                        status,
+                        retry_after,
+                        body,
+                    }),
+                    Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Oversize,
+                    Err(err) => Attempt::Transport(format!(
+                        "reading the answer (HTTP {status}) failed: {}",
+                        describe_transport(&err, self.settings.timeout)
+                    )),
+                }
+            }
+        };
+        let elapsed = started.elapsed().as_millis();
+        match &attempt {
+            Attempt::Answer(answer) => {
+                crate::debug!("{method} {shown} -> {} in {elapsed} ms", answer.status);
+                crate::trace!(
+                    "  {} bytes; request had Authorization: Bearer <redacted>",
+                    answer.body.len()
+                );
+            }
+            Attempt::Transport(why) => {
+                crate::debug!("{method} {shown} -> failed in {elapsed} ms: {why}")
+            }
+            Attempt::Oversize => crate::debug!("{method} {shown} -> body over {MAX_BODY} bytes"),
+        }
+        attempt
+    }
+}
+
+#[derive(Default)]
+struct Waits {
+    failures: u32,
+    rate_limited: u32,
+    total: Duration,
+}
+
+fn oversize(what: &str) -> anyhow::Error {
+    fail(
+        ExitKind::Protocol,
+        format!(
+            "{what}: the answer is larger than {} MiB; refused",
+            MAX_BODY / (1024 * 1024)
+        ),
+    )
+}
+
+/// 5xx except 501 (not implemented: retrying cannot help), and 429.
+fn is_transient(status: u16) -> bool {
+    status == 429 || (500..600).contains(&status) && status != 501
+}
+
+fn describe_transport(err: &ureq::Error, timeout: Duration) -> String {
+    match err {
+        ureq::Error::Timeout(_) => format!("no answer within --timeout {}s", timeout.as_secs()),
+        ureq::Error::HostNotFound => "host not found (DNS)".to_string(),
+        ureq::Error::ConnectionFailed => "connection refused or unreachable".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The API's `{"message": ...}`, else the start of the body (HTML edge pages).
+fn server_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Message {
+        message: String,
+    }
+    match serde_json::from_slice::<Message>(body) {
+        Ok(m) => m.message,
+        Err(_) if body.is_empty() => "empty body".to_string(),
+        Err(_) => excerpt(body),
+    }
+}
+
+/// The first bytes of a body, on one line, for error messages.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]);
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.len() > BODY_EXCERPT {
+        format!("'{one_line}...' ({} bytes)", body.len())
+    } else {
+        format!("'{one_line}'")
+    }
+}
+
+/// A token answer may carry a token even when it is malformed; never show it.
+fn excerpt_without_tokens(body: &[u8]) -> String {
+    format!("({} bytes, not shown: it may hold a token)", body.len())
+}
+
+fn load_ca_file(path: &std::path::Path) -> Result<ureq::tls::RootCerts> {
+    let pem = std::fs::read(path).map_err(|err| {
+        fail(
+            ExitKind::Config,
+            format!("cannot read --ca-file {}: {err}", path.display()),
+        )
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(err) => {
+                return Err(fail(
+                    ExitKind::Config,
+                    format!("--ca-file {}: not a PEM file: {err}", path.display()),
+                ));
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(fail(
+            ExitKind::Config,
+            format!("--ca-file {}: no certificate in it", path.display()),
+        ));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}

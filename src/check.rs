@@ -1,0 +1,44 @@
+//! `cylance-logs check`: configuration, credentials and one page per source.
+//!
+//! Writes nothing (no state directory, no lock, no output), so it is safe to
+//! run beside the timer. Fails with the same exit codes a poll would.
+
+use crate::api::ApiClient;
+use crate::config::{ApiSettings, RunSettings};
+use crate::control::RunControl;
+use crate::retry::RetryPolicy;
+use crate::timefmt::display;
+use anyhow::Result;
+
+pub fn check(
+    api: ApiSettings,
+    settings: &RunSettings,
+    retry: RetryPolicy,
+    control: RunControl,
+) -> Result<()> {
+    println!(
+        "api: {} (tenant {}, app {})",
+        api.base_url, api.tenant_id, api.app_id
+    );
+    let mut client = ApiClient::new(api, retry, control)?;
+    for kind in &settings.sources {
+        let (total, newest) = client.list_page(*kind, &[], 1, |page| {
+            let newest = page
+                .page_items
+                .iter()
+                .filter_map(|item| kind.meta(item).ok())
+                .map(|meta| meta.time)
+                .max();
+            Ok((page.total_number_of_items, newest))
+        })?;
+        println!(
+            "{}: ok, {} items in all, newest {} {}",
+            kind.name(),
+            total.map_or("an unknown number of".to_string(), |n| n.to_string()),
+            kind.time_field(),
+            newest.map_or("(none)".to_string(), display)
+        );
+    }
+    println!("check passed");
+    Ok(())
+}

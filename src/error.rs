@@ -1,0 +1,131 @@
+//! Failure classes and their exit codes.
+//!
+//! Code deep in the run attaches a [`Failure`] to an error at the point where it
+//! knows *what kind* of failure it is (the API answered garbage, the checkpoint is
+//! corrupt...). `anyhow` context layered on top names the file, variable or
+//! endpoint. [`exit_code_of`] is the one place that turns an error into an exit
+//! code, by walking the chain for the innermost classification, as ripgrep does.
+//!
+//! The codes are sysexits(3), so systemd and monitoring can name them.
+
+use std::fmt;
+
+/// What kind of failure ended a run; each maps to one documented exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// 2: the command line could not be parsed (clap reports these itself).
+    Usage,
+    /// 65 (EX_DATAERR): the checkpoint is unreadable or invalid.
+    Checkpoint,
+    /// 74 (EX_IOERR): the output or the checkpoint cannot be written.
+    Io,
+    /// 75 (EX_TEMPFAIL): try again next time: network, timeout, 429 or 5xx
+    /// after retries, lock held, interrupted, out of run time.
+    Temporary,
+    /// 76 (EX_PROTOCOL): the API answered something we cannot use.
+    Protocol,
+    /// 77 (EX_NOPERM): credentials or privileges rejected (401/403).
+    Auth,
+    /// 78 (EX_CONFIG): configuration missing or invalid.
+    Config,
+}
+
+impl ExitKind {
+    pub fn code(self) -> u8 {
+        match self {
+            ExitKind::Usage => 2,
+            ExitKind::Checkpoint => 65,
+            ExitKind::Io => 74,
+            ExitKind::Temporary => 75,
+            ExitKind::Protocol => 76,
+            ExitKind::Auth => 77,
+            ExitKind::Config => 78,
+        }
+    }
+}
+
+/// An error that carries its classification. Create with [`fail`].
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: ExitKind,
+    message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A classified error with a message, ready for `return Err(...)` or `bail!`-like use.
+pub fn fail(kind: ExitKind, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        kind,
+        message: message.into(),
+    })
+}
+
+/// Extension to classify an error that came from elsewhere (std, serde) while
+/// adding the context that names what was being done.
+pub trait Classify<T> {
+    fn classify(self, kind: ExitKind, context: impl fmt::Display) -> anyhow::Result<T>;
+}
+
+impl<T, E> Classify<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn classify(self, kind: ExitKind, context: impl fmt::Display) -> anyhow::Result<T> {
+        self.map_err(|err| {
+            let message = format!("{context}: {err}");
+            fail(kind, message)
+        })
+    }
+}
+
+/// The exit code for an error: the first classification found in its chain
+/// (outermost first, so a caller may re-classify), else 74 for a bare I/O
+/// error, else 70 (EX_SOFTWARE), which means a bug in this program.
+pub fn exit_code_of(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(failure) = cause.downcast_ref::<Failure>() {
+            return failure.kind.code();
+        }
+    }
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+    {
+        return ExitKind::Io.code();
+    }
+    70
+}
+
+/// Whether the error is classified as `kind`.
+pub fn is_kind(err: &anyhow::Error, kind: ExitKind) -> bool {
+    exit_code_of(err) == kind.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn outer_context_keeps_the_inner_classification() {
+        let err = Err::<(), _>(fail(ExitKind::Checkpoint, "bad json"))
+            .context("reading /x/checkpoint.json")
+            .unwrap_err();
+        assert_eq!(exit_code_of(&err), 65);
+        assert_eq!(format!("{err:#}"), "reading /x/checkpoint.json: bad json");
+    }
+
+    #[test]
+    fn unclassified_io_error_is_74_and_anything_else_is_70() {
+        let io = anyhow::Error::new(std::io::Error::other("disk"));
+        assert_eq!(exit_code_of(&io), 74);
+        assert_eq!(exit_code_of(&anyhow::anyhow!("bug")), 70);
+    }
+}

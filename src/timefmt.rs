@@ -1,0 +1,188 @@
+//! Durations, user-given times and the API's timestamp formats.
+//!
+//! All times inside the program are `DateTime<Utc>`. The API writes threat times
+//! without a zone (`2018-01-21T15:45:46`, UTC) and detection times as RFC 3339
+//! with `Z` and milliseconds; both are parsed leniently (optional fraction,
+//! optional `Z`) because the sources disagree on the exact shape.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
+use std::time::Duration;
+
+/// Parses `90s`, `10m`, `1h30m`, `2d`, `0`. A bare number is refused (except 0)
+/// because "30" could mean seconds or minutes.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for ch in text.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => {
+                return Err(format!(
+                    "'{text}' is not a duration (use s, m, h, d, e.g. 10m)"
+                ));
+            }
+        };
+        let value: u64 = digits
+            .parse()
+            .map_err(|_| format!("'{text}' is not a duration (a number must precede '{ch}')"))?;
+        total = value
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("'{text}' is too long a duration"))?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(format!(
+            "'{text}' lacks a unit (use s, m, h, d, e.g. {text}s or {text}m)"
+        ));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Parses a time given by a user: RFC 3339, a date (midnight UTC) or an age
+/// before `now` (`30d`, `12h`, `90m`).
+pub fn parse_user_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc());
+    }
+    if let Ok(age) = parse_duration(text) {
+        return Ok(now - to_delta(age));
+    }
+    Err(format!(
+        "'{text}' is not a time (use RFC 3339 like 2024-05-01T00:00:00Z, a date like 2024-05-01, \
+         or an age like 30d, 12h, 90m)"
+    ))
+}
+
+pub fn to_delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// Parses an API timestamp: `2018-01-21T15:45:46`, with an optional fraction and
+/// an optional `Z` or offset. Zone-less means UTC.
+pub fn parse_api_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let naive = text.strip_suffix('Z').unwrap_or(text);
+    NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// The threats endpoint's zone-less form, whole seconds: `2024-05-14T09:00:00`.
+pub fn threat_query_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// The detections endpoint's form: `2024-05-14T09:00:00.000Z`.
+pub fn detection_query_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// How times are shown to people and stored in the checkpoint.
+pub fn display(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A duration for people: `10m`, `1h30m`, `45s`.
+pub fn display_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (days, hours, minutes, seconds) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    let mut out = String::new();
+    for (value, unit) in [(days, 'd'), (hours, 'h'), (minutes, 'm'), (seconds, 's')] {
+        if value > 0 {
+            out.push_str(&format!("{value}{unit}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn durations_take_units_and_combinations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("30").unwrap_err().contains("lacks a unit"));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn user_times_are_rfc3339_dates_or_ages() {
+        let now = utc("2024-05-14T12:00:00Z");
+        assert_eq!(
+            parse_user_time("2024-05-01T00:00:00Z", now),
+            Ok(utc("2024-05-01T00:00:00Z"))
+        );
+        assert_eq!(
+            parse_user_time("2024-05-01", now),
+            Ok(utc("2024-05-01T00:00:00Z"))
+        );
+        assert_eq!(parse_user_time("12h", now), Ok(utc("2024-05-14T00:00:00Z")));
+        assert!(parse_user_time("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn api_times_parse_leniently_as_utc() {
+        let want = utc("2018-01-21T15:45:46Z");
+        assert_eq!(parse_api_time("2018-01-21T15:45:46"), Some(want));
+        assert_eq!(parse_api_time("2018-01-21T15:45:46Z"), Some(want));
+        assert_eq!(
+            parse_api_time("2018-01-21T15:45:46.250"),
+            Some(utc("2018-01-21T15:45:46.250Z"))
+        );
+        assert_eq!(
+            parse_api_time("2018-01-21T15:45:46.123Z"),
+            Some(utc("2018-01-21T15:45:46.123Z"))
+        );
+        assert_eq!(parse_api_time("21/01/2018"), None);
+    }
+
+    #[test]
+    fn query_times_use_each_endpoints_form() {
+        let t = utc("2024-05-14T09:00:00.5Z");
+        assert_eq!(threat_query_time(t), "2024-05-14T09:00:00");
+        assert_eq!(detection_query_time(t), "2024-05-14T09:00:00.500Z");
+    }
+}

@@ -1,0 +1,2 @@
+#[path = "support/fake_api.rs"]
+mod fake_api;
