@@ -194,6 +194,17 @@ impl Checkpoint {
 }
 
 impl SourceState {
+    /// Nothing written yet; the range starts empty at `at`.
+    pub fn empty_at(at: DateTime<Utc>) -> SourceState {
+        SourceState {
+            covered_since: at,
+            cursor: at,
+            events_written: 0,
+            last_success: None,
+            seen: Vec::new(),
+        }
+    }
+
     /// Keys to skip as already written, by key.
     pub fn seen_map(&self) -> HashMap<String, DateTime<Utc>> {
         self.seen.iter().map(|s| (s.key.clone(), s.time)).collect()

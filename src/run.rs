@@ -1,17 +1,19 @@
 //! One `poll` or `backfill` run, from lock to last commit.
 //!
 //! The flow: take the run lock → read the checkpoint → recover events an
-//! interrupted run left in the output → for each source, walk its window in
-//! slices of at most `SLICE` (poll: oldest first, moving the cursor forward;
-//! backfill: newest first, moving the start of the written range back) → for
-//! each slice, read every page, keep exactly the slice on the client, skip
-//! keys already written, append the rest → after a slice that wrote
-//! something, sync the output and commit the checkpoint. The window is fixed
-//! once, at the start of the run.
+//! interrupted run left in the output → for each source, fetch its window
+//! (poll: from the cursor less the overlap to the run's start; backfill: the
+//! asked range before what is already written) → read every page, keep
+//! exactly the window on the client, skip keys already written, append the
+//! rest → sync the output and commit the checkpoint. The window is fixed once,
+//! at the start of the run.
 //!
-//! Slices bound what an interrupted run has to redo and what dedupe must hold
-//! in memory; nothing is ever committed for half a slice, and what half a
-//! slice wrote is found again by the output's crash recovery.
+//! A window whose first page shows more than `MAX_PAGES_PER_SLICE` pages is
+//! split in halves (poll: oldest half first, moving the cursor forward;
+//! backfill: newest half first, moving the start of the written range back),
+//! so a large backfill commits as it goes and an interrupted one resumes
+//! where it stopped. Nothing is committed for half a slice; what half a slice
+//! wrote is found again by the output's crash recovery.
 
 use crate::api::ApiClient;
 use crate::checkpoint::{self, Checkpoint, RunRecord, SourceState};
@@ -21,7 +23,7 @@ use crate::error::{ExitKind, exit_code_of, fail};
 use crate::lock::{RunLock, ensure_state_dir};
 use crate::output::Output;
 use crate::retry::RetryPolicy;
-use crate::sources::{SourceKind, line_prefix, push_line};
+use crate::sources::{SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line};
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -29,8 +31,37 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Longest window fetched before a commit.
-const SLICE: TimeDelta = TimeDelta::hours(1);
+/// A window whose first page reports more pages than this is split in two,
+/// so that a commit comes at least every this many pages.
+const MAX_PAGES_PER_SLICE: u64 = 50;
+/// Windows are not split below this length.
+const MIN_SLICE: TimeDelta = TimeDelta::minutes(1);
+
+/// Which end of a window is fetched first.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// poll: the cursor moves forward.
+    OldestFirst,
+    /// backfill: the start of the written range moves back.
+    NewestFirst,
+}
+
+/// Keys already written, with their event times, for dedupe.
+type Seen = HashMap<String, DateTime<Utc>>;
+
+/// What one page did.
+#[derive(Debug, Default)]
+struct PageOutcome {
+    written: u64,
+    /// The server has further pages.
+    more: bool,
+    /// Newest-first list reached items older than the window.
+    stop: bool,
+    total_pages: u64,
+    /// An item lay outside even the padded window: the server ignores the
+    /// time filter, so splitting the window would not shrink it.
+    outside_window: bool,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Job {
@@ -70,6 +101,8 @@ struct Run {
     control: RunControl,
     started: DateTime<Utc>,
     tallies: Vec<(SourceKind, SourceTally)>,
+    /// Per source, the keys written (or found written) that dedupe must know.
+    seen: HashMap<SourceKind, Seen>,
 }
 
 pub fn run_job(
@@ -138,6 +171,7 @@ pub fn run_job(
         client,
         control,
         started,
+        seen: HashMap::new(),
     };
     let result = run.sources(&recovered);
     let result = run.finish(result);
@@ -148,7 +182,7 @@ pub fn run_job(
 impl Run {
     fn sources(&mut self, recovered: &[crate::output::RecoveredEvent]) -> Result<()> {
         for kind in self.settings.sources.clone() {
-            let mut seen: HashMap<String, DateTime<Utc>> = self
+            let mut seen: Seen = self
                 .checkpoint
                 .source(kind)
                 .map(SourceState::seen_map)
@@ -156,51 +190,29 @@ impl Run {
             for event in recovered.iter().filter(|e| e.kind == kind) {
                 seen.insert(event.key.clone(), event.time);
             }
+            self.seen.insert(kind, seen);
             match self.job {
-                Job::Poll => self.poll_source(kind, &mut seen)?,
-                Job::Backfill { since, until } => {
-                    self.backfill_source(kind, since, until, &mut seen)?
-                }
+                Job::Poll => self.poll_source(kind)?,
+                Job::Backfill { since, until } => self.backfill_source(kind, since, until)?,
             }
         }
         Ok(())
     }
 
-    fn poll_source(
-        &mut self,
-        kind: SourceKind,
-        seen: &mut HashMap<String, DateTime<Utc>>,
-    ) -> Result<()> {
-        let overlap = to_delta(self.settings.overlap);
+    fn poll_source(&mut self, kind: SourceKind) -> Result<()> {
         let end = self.started;
         let start = match self.checkpoint.source(kind) {
-            Some(state) => state.cursor - overlap,
+            Some(state) => state.cursor - to_delta(self.settings.overlap),
             None => end - to_delta(self.settings.initial_lookback),
         };
-        let mut slice_start = start;
-        loop {
-            let slice_end = (slice_start + SLICE).min(end);
-            if slice_start >= slice_end {
-                break;
-            }
-            self.control.check()?;
-            let written = self.fetch_slice(kind, slice_start, slice_end, seen)?;
-            let state = self
-                .checkpoint
-                .sources
-                .entry(kind.name().to_string())
-                .or_insert_with(|| SourceState {
-                    covered_since: start,
-                    cursor: start,
-                    events_written: 0,
-                    last_success: None,
-                    seen: Vec::new(),
-                });
-            state.cursor = state.cursor.max(slice_end);
-            self.advance(kind, written, seen)?;
-            slice_start = slice_end;
+        if start >= end {
+            return Ok(());
         }
-        Ok(())
+        self.checkpoint
+            .sources
+            .entry(kind.name().to_string())
+            .or_insert_with(|| SourceState::empty_at(start));
+        self.walk(kind, start, end, Direction::OldestFirst)
     }
 
     fn backfill_source(
@@ -208,7 +220,6 @@ impl Run {
         kind: SourceKind,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
-        seen: &mut HashMap<String, DateTime<Utc>>,
     ) -> Result<()> {
         let written_range = self
             .checkpoint
@@ -251,106 +262,155 @@ impl Run {
             );
             return Ok(());
         }
-        let mut slice_end = end;
-        while slice_end > since {
-            let slice_start = (slice_end - SLICE).max(since);
-            self.control.check()?;
-            let written = self.fetch_slice(kind, slice_start, slice_end, seen)?;
-            let state = self
-                .checkpoint
-                .sources
-                .entry(kind.name().to_string())
-                .or_insert_with(|| SourceState {
-                    covered_since: end,
-                    cursor: end,
-                    events_written: 0,
-                    last_success: None,
-                    seen: Vec::new(),
-                });
-            state.covered_since = slice_start;
-            self.advance(kind, written, seen)?;
-            slice_end = slice_start;
-        }
-        Ok(())
+        self.checkpoint
+            .sources
+            .entry(kind.name().to_string())
+            .or_insert_with(|| SourceState::empty_at(end));
+        self.walk(kind, since, end, Direction::NewestFirst)
     }
 
-    /// After a slice: count, prune dedupe keys, and commit if lines were
-    /// written (an empty slice is redone cheaply if the run dies).
-    fn advance(
+    /// Fetches `[start, end)` as one slice, or, when its first page shows it
+    /// is too big to fetch between two commits, as two halves in `direction`.
+    /// The first page is written either way (dedupe keeps the halves from
+    /// writing it again), so splitting costs no request.
+    fn walk(
         &mut self,
         kind: SourceKind,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        direction: Direction,
+    ) -> Result<()> {
+        self.control.check()?;
+        let window = kind.window_query(start, end);
+        let first = self.fetch_page(kind, &window, start, end, 1)?;
+        let mut written = first.written;
+        let too_big = first.more
+            && first.total_pages > MAX_PAGES_PER_SLICE
+            && end - start > MIN_SLICE
+            && !first.outside_window;
+        if too_big {
+            let middle = start + (end - start) / 2;
+            crate::debug!(
+                "{}: {} pages between {} and {}; splitting at {}",
+                kind.name(),
+                first.total_pages,
+                display(start),
+                display(end),
+                display(middle)
+            );
+            let halves = match direction {
+                Direction::OldestFirst => [(start, middle), (middle, end)],
+                Direction::NewestFirst => [(middle, end), (start, middle)],
+            };
+            // What the first page wrote counts towards the half it fell in;
+            // counting it once with the first half keeps the totals right.
+            self.checkpoint_state(kind).events_written += written;
+            for (from, to) in halves {
+                self.walk(kind, from, to, direction)?;
+            }
+            return Ok(());
+        }
+        let mut more = first.more && !first.stop;
+        let mut page = 1;
+        while more {
+            page += 1;
+            self.control.check()?;
+            let next = self.fetch_page(kind, &window, start, end, page)?;
+            written += next.written;
+            more = next.more && !next.stop;
+        }
+        self.slice_done(kind, start, end, written)
+    }
+
+    /// Records a finished slice; commits when it wrote lines (an empty slice
+    /// is redone cheaply if the run dies).
+    fn slice_done(
+        &mut self,
+        kind: SourceKind,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
         written: u64,
-        seen: &mut HashMap<String, DateTime<Utc>>,
     ) -> Result<()> {
         let overlap = to_delta(self.settings.overlap);
-        let state = self
-            .checkpoint
-            .sources
-            .get_mut(kind.name())
-            .expect("the caller created the state");
+        let state = self.checkpoint_state(kind);
+        // Slices are contiguous with the written range: poll extends it
+        // forward, backfill backward.
+        state.cursor = state.cursor.max(end);
+        state.covered_since = state.covered_since.min(start);
         state.events_written += written;
         state.last_success = Some(Utc::now());
-        state.set_seen(seen, overlap);
-        let horizon = state.cursor - overlap;
-        let covered_since = state.covered_since;
-        seen.retain(|_, time| *time >= horizon || *time < covered_since);
+        let (horizon, covered_since) = (state.cursor - overlap, state.covered_since);
+        if let Some(seen) = self.seen.get_mut(&kind) {
+            seen.retain(|_, time| *time >= horizon || *time < covered_since);
+        }
         if written > 0 {
             self.commit()?;
         }
         Ok(())
     }
 
-    /// Reads every page of `[start, end)` and appends the events not yet written.
-    fn fetch_slice(
+    fn checkpoint_state(&mut self, kind: SourceKind) -> &mut SourceState {
+        self.checkpoint
+            .sources
+            .get_mut(kind.name())
+            .expect("poll_source and backfill_source create the state first")
+    }
+
+    /// Reads one page, keeps exactly `[start, end)`, skips keys already
+    /// written, appends the rest in one locked write. Keys count as written
+    /// only once the append succeeded.
+    fn fetch_page(
         &mut self,
         kind: SourceKind,
+        window: &[(&'static str, String)],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-        seen: &mut HashMap<String, DateTime<Utc>>,
-    ) -> Result<u64> {
-        let window = kind.window_query(start, end);
+        page: u32,
+    ) -> Result<PageOutcome> {
         let prefix = line_prefix(kind, &self.tenant_id);
-        let mut written = 0;
-        let mut page = 1u32;
-        loop {
-            if page > 1 {
-                self.control.check()?;
-            }
-            let mut lines = Vec::new();
-            let (more, all_older) = self.client.list_page(kind, &window, page, |parsed| {
-                let mut all_older = !parsed.page_items.is_empty();
-                for item in &parsed.page_items {
-                    let meta = kind.meta(item).map_err(|why| {
-                        fail(
-                            ExitKind::Protocol,
-                            format!("GET {} page {page}: {why}", kind.path()),
-                        )
-                    })?;
-                    if meta.time >= start {
-                        all_older = false;
-                    }
-                    if meta.time < start || meta.time >= end || seen.contains_key(&meta.key) {
-                        continue;
-                    }
-                    seen.insert(meta.key, meta.time);
-                    push_line(&mut lines, &prefix, item);
-                    written += 1;
-                }
-                let more = !parsed.page_items.is_empty()
+        let (padded_start, padded_end) = (start - SERVER_WINDOW_PAD, end + SERVER_WINDOW_PAD);
+        let seen = self.seen.entry(kind).or_default();
+        let mut lines = Vec::new();
+        let mut new_keys: Seen = HashMap::new();
+        let outcome = self.client.list_page(kind, window, page, |parsed| {
+            let mut outcome = PageOutcome {
+                more: !parsed.page_items.is_empty()
                     && parsed
                         .total_pages
-                        .is_none_or(|total| u64::from(page) < total);
-                Ok((more, all_older))
-            })?;
-            self.output.append(&lines)?;
-            self.tally(kind).pages += 1;
-            if !more || (kind.newest_first() && all_older) {
-                break;
+                        .is_none_or(|total| u64::from(page) < total),
+                total_pages: parsed.total_pages.unwrap_or(0),
+                ..PageOutcome::default()
+            };
+            for item in &parsed.page_items {
+                let meta = kind.meta(item).map_err(|why| {
+                    fail(
+                        ExitKind::Protocol,
+                        format!("GET {} page {page}: {why}", kind.path()),
+                    )
+                })?;
+                outcome.outside_window |= meta.time < padded_start || meta.time >= padded_end;
+                // Newest first: once an item is older than the window, so is
+                // everything after it.
+                outcome.stop |= kind.newest_first() && meta.time < start;
+                if meta.time < start
+                    || meta.time >= end
+                    || seen.contains_key(&meta.key)
+                    || new_keys.contains_key(&meta.key)
+                {
+                    continue;
+                }
+                new_keys.insert(meta.key, meta.time);
+                push_line(&mut lines, &prefix, item);
+                outcome.written += 1;
             }
-            page += 1;
-        }
-        self.tally(kind).events += written;
-        Ok(written)
+            Ok(outcome)
+        })?;
+        self.output.append(&lines)?;
+        self.seen.entry(kind).or_default().extend(new_keys);
+        let tally = self.tally(kind);
+        tally.pages += 1;
+        tally.events += outcome.written;
+        Ok(outcome)
     }
 
     fn tally(&mut self, kind: SourceKind) -> &mut SourceTally {
@@ -362,8 +422,16 @@ impl Run {
             .1
     }
 
-    /// Output durable first, then the checkpoint that covers it.
+    /// Output durable first, then the checkpoint that covers it, with every
+    /// key written so far that a later run may meet (also those of a slice
+    /// still in progress, whose lines the new output mark moves past).
     fn commit(&mut self) -> Result<()> {
+        let overlap = to_delta(self.settings.overlap);
+        for (kind, seen) in &self.seen {
+            if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
+                state.set_seen(seen, overlap);
+            }
+        }
         self.output.sync()?;
         if let Some(mark) = self.output.mark()? {
             self.checkpoint.output = Some(mark);

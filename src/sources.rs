@@ -20,7 +20,7 @@ pub enum SourceKind {
 /// How much wider than our window we ask the server for: its bounds may be
 /// inclusive or exclusive and its clock is not ours. We keep exactly our
 /// half-open window on the client.
-const SERVER_WINDOW_PAD: TimeDelta = TimeDelta::seconds(60);
+pub const SERVER_WINDOW_PAD: TimeDelta = TimeDelta::seconds(60);
 
 /// Identity and time of one item, as needed for dedupe and windows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,12 @@
+//! The integration tests: the real binary against the fake API.
+//!
+//! One test binary (faster to build and link than one per file); each module
+//! names the behaviour its tests protect.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod backfill;
+mod config;
+mod exit_codes;
+mod poll;

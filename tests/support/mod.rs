@@ -1,0 +1,263 @@
+//! Test support: a fresh directory and fake tenant per test, and a runner for
+//! the real binary with a scrubbed environment.
+//!
+//! Every run is also a secrets check: after it, stdout, stderr, the output
+//! file, the checkpoint and the lock file are scanned for the app secret, every
+//! JWT the fake received and every access token it issued.
+
+#![allow(dead_code)]
+
+pub mod fake_api;
+
+pub use fake_api::{Credentials, FakeApi, Fault, detection, threat};
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cylance-logs");
+
+/// What a finished run left for an operator to see.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Asserts the exit code, showing both streams when it differs.
+    pub fn expect(self, code: i32) -> Outcome {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The one `error:` line of a failed run.
+    pub fn error_line(&self) -> &str {
+        self.stderr
+            .lines()
+            .find(|line| line.contains("error: "))
+            .unwrap_or_else(|| panic!("no error line in stderr:\n{}", self.stderr))
+    }
+}
+
+pub struct TestEnv {
+    pub dir: PathBuf,
+    pub fake: FakeApi,
+    pub creds: Credentials,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        Self::with_credentials(Credentials::sample())
+    }
+
+    pub fn with_credentials(creds: Credentials) -> TestEnv {
+        let dir = std::env::temp_dir().join(format!(
+            "cylance-logs-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("app-secret");
+        std::fs::write(&secret, format!("{}\n", creds.app_secret)).unwrap();
+        set_mode(&secret, 0o600);
+        let fake = FakeApi::start(creds.clone());
+        TestEnv { dir, fake, creds }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn output(&self) -> PathBuf {
+        self.dir.join("out.log")
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.state_dir().join("checkpoint.json")
+    }
+
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.join("app-secret")
+    }
+
+    /// The binary with nothing inherited but what a test sets, and the flags
+    /// that point it at this test's fake tenant and directory (unless `args`
+    /// gives one of them itself).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("HOME", &self.dir)
+            .env("CYLANCE_LOGS_BACKOFF_BASE", "10ms")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let defaults = [
+            ("--api-url", self.fake.url()),
+            ("--app-id", self.creds.app_id.clone()),
+            ("--tenant-id", self.creds.tenant_id.clone()),
+            (
+                "--app-secret-file",
+                self.secret_file().display().to_string(),
+            ),
+            ("--state-dir", self.state_dir().display().to_string()),
+            ("--output", self.output().display().to_string()),
+        ];
+        for (flag, value) in defaults {
+            if !args.contains(&flag) {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.finish(self.command(args).spawn().expect("the binary starts"))
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).spawn().expect("the binary starts")
+    }
+
+    /// Waits for a spawned run and checks it for secrets like `run` does.
+    pub fn finish(&self, child: Child) -> Outcome {
+        let out = child.wait_with_output().expect("the binary runs");
+        let outcome = Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.assert_no_secret_in(&outcome.stdout, "stdout");
+        self.assert_no_secret_in(&outcome.stderr, "stderr");
+        for path in [
+            self.output(),
+            self.checkpoint_path(),
+            self.state_dir().join("lock"),
+        ] {
+            if let Ok(bytes) = std::fs::read(&path) {
+                self.assert_no_secret_in(
+                    &String::from_utf8_lossy(&bytes),
+                    &path.display().to_string(),
+                );
+            }
+        }
+        outcome
+    }
+
+    pub fn assert_no_secret_in(&self, text: &str, what: &str) {
+        let mut secrets = vec![self.creds.app_secret.clone()];
+        secrets.extend(self.fake.issued_tokens());
+        secrets.extend(self.fake.received_jwts());
+        for secret in secrets {
+            assert!(
+                !text.contains(&secret),
+                "a secret or token appears in {what}"
+            );
+        }
+    }
+
+    /// Every line of the output file, each parsed (a torn line fails the test).
+    pub fn lines(&self) -> Vec<Value> {
+        read_lines(&self.output())
+    }
+
+    pub fn checkpoint(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.checkpoint_path()).unwrap()).unwrap()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn read_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the output ends in a partial line"
+    );
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("torn line {line:?}: {e}"))
+        })
+        .collect()
+}
+
+/// `now - minutes`, in the threats' zone-less form.
+pub fn threat_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// The detections' form, RFC 3339 with milliseconds and Z.
+pub fn detection_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn minutes_ago(minutes: i64) -> DateTime<Utc> {
+    Utc::now() - TimeDelta::minutes(minutes)
+}
+
+/// Threats `first..first+count`, spread one second apart ending `minutes` ago.
+pub fn threats(first: u64, count: u64, minutes: i64) -> Vec<Value> {
+    let end = minutes_ago(minutes);
+    (0..count)
+        .map(|i| threat(first + i, &threat_time(end - TimeDelta::seconds(i as i64))))
+        .collect()
+}
+
+pub fn detections(first: u64, count: u64, minutes: i64) -> Vec<Value> {
+    let end = minutes_ago(minutes);
+    (0..count)
+        .map(|i| {
+            detection(
+                first + i,
+                &detection_time(end - TimeDelta::seconds(i as i64)),
+            )
+        })
+        .collect()
+}
+
+/// How many lines have this `event_type`.
+pub fn count_type(lines: &[Value], event_type: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l["event_type"] == event_type)
+        .count()
+}
+
+/// Asserts that no event appears twice: threats by sha256 + last_found,
+/// detections by Id, both within their tenant.
+pub fn assert_each_once(lines: &[Value]) {
+    let mut keys = std::collections::HashSet::new();
+    for line in lines {
+        let key = match line["event_type"].as_str() {
+            Some("threat") => format!(
+                "{}|{}|{}",
+                line["tenant_id"], line["sha256"], line["last_found"]
+            ),
+            Some("detection") => format!("{}|{}", line["tenant_id"], line["Id"]),
+            other => panic!("unexpected event_type {other:?}"),
+        };
+        assert!(keys.insert(key.clone()), "written twice: {key}");
+    }
+}
