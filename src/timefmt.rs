@@ -101,9 +101,9 @@ pub fn detection_query_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// How times are shown to people and stored in the checkpoint.
+/// How times are shown to people: RFC 3339, whole seconds.
 pub fn display(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// A duration for people: `10m`, `1h30m`, `45s`.

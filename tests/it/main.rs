@@ -8,5 +8,6 @@ mod support;
 
 mod backfill;
 mod config;
+mod crash;
 mod exit_codes;
 mod poll;

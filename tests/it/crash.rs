@@ -1,0 +1,246 @@
+//! Exactly once through `kill -9` at any moment, and between tenants sharing
+//! one output file.
+
+use crate::support::*;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// A small deterministic generator, so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// The keys `assert_each_once` uses, for every event the fake holds.
+fn expected_keys(
+    threats: &[serde_json::Value],
+    detections: &[serde_json::Value],
+    tenant: &str,
+) -> HashSet<String> {
+    let tenant = serde_json::Value::from(tenant);
+    threats
+        .iter()
+        .map(|t| format!("{tenant}|{}|{}", t["sha256"], t["last_found"]))
+        .chain(detections.iter().map(|d| format!("{tenant}|{}", d["Id"])))
+        .collect()
+}
+
+fn written_keys(lines: &[serde_json::Value]) -> HashSet<String> {
+    lines
+        .iter()
+        .map(|l| match l["event_type"].as_str() {
+            Some("threat") => format!("{}|{}|{}", l["tenant_id"], l["sha256"], l["last_found"]),
+            _ => format!("{}|{}", l["tenant_id"], l["Id"]),
+        })
+        .collect()
+}
+
+/// Asserts the file holds exactly the expected events, showing a few of the
+/// differences rather than thousands of keys.
+fn assert_same_events(lines: &[serde_json::Value], expected: &HashSet<String>) {
+    let written = written_keys(lines);
+    let missing: Vec<_> = expected.difference(&written).take(3).collect();
+    let extra: Vec<_> = written.difference(expected).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} written, {} expected; missing e.g. {missing:?}; unexpected e.g. {extra:?}",
+        written.len(),
+        expected.len()
+    );
+}
+
+/// Runs `args` again and again, each time killed with SIGKILL after a random
+/// delay, then once to completion; returns how many runs were killed.
+fn kill_repeatedly(
+    env: &TestEnv,
+    args: &[&str],
+    rng: &mut Rng,
+    kills: usize,
+    max_delay_ms: u64,
+) -> usize {
+    let mut killed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while killed < kills && Instant::now() < deadline {
+        let mut child = env.spawn(args);
+        std::thread::sleep(Duration::from_millis(rng.below(max_delay_ms)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        let out = env.finish(child);
+        assert!(
+            out.code == -1 || out.code == 0,
+            "a run between kills failed:\n{}",
+            out.stderr
+        );
+    }
+    env.run(args).expect(0);
+    killed
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
+    let mut total_kills = 0;
+    for seed in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003] {
+        let env = TestEnv::new();
+        let newest = minutes_ago(2);
+        // 12,000 threats over ten hours (60 pages, so the window is split and
+        // committed in parts) and 3,000 detections (30 pages).
+        let threats: Vec<_> = (0..12_000u64)
+            .map(|i| {
+                threat(
+                    i,
+                    &threat_time(newest - chrono::TimeDelta::seconds(3 * i as i64)),
+                )
+            })
+            .collect();
+        let detections: Vec<_> = (0..3_000u64)
+            .map(|i| {
+                detection(
+                    i,
+                    &detection_time(newest - chrono::TimeDelta::seconds(11 * i as i64)),
+                )
+            })
+            .collect();
+        env.fake.add_threats(threats.clone());
+        env.fake.add_detections(detections.clone());
+        env.fake.set_delay(Duration::from_millis(4));
+        let mut rng = Rng(seed);
+        total_kills += kill_repeatedly(&env, &["backfill", "--since", "12h"], &mut rng, 18, 700);
+        let lines = env.lines();
+        assert_each_once(&lines);
+        assert_same_events(
+            &lines,
+            &expected_keys(&threats, &detections, &env.creds.tenant_id),
+        );
+    }
+    assert!(total_kills >= 50, "only {total_kills} kills");
+}
+
+#[test]
+fn sigkill_during_polls_with_new_events_arriving_loses_nothing() {
+    let env = TestEnv::new();
+    env.fake.set_delay(Duration::from_millis(3));
+    let mut rng = Rng(0xfeed);
+    let (mut threats_all, mut detections_all) = (Vec::new(), Vec::new());
+    for round in 0..6u64 {
+        // New events 0.3 s apart ending a minute ago: all inside the overlap
+        // of the previous poll, like events that reach the API a little late.
+        let newest = minutes_ago(1);
+        let at = |i: u64| newest - chrono::TimeDelta::milliseconds(300 * i as i64);
+        let threats: Vec<_> = (0..700)
+            .map(|i| threat(round * 1000 + i, &threat_time(at(i))))
+            .collect();
+        let detections: Vec<_> = (0..400)
+            .map(|i| detection(round * 1000 + i, &detection_time(at(i))))
+            .collect();
+        env.fake.add_threats(threats.clone());
+        env.fake.add_detections(detections.clone());
+        threats_all.extend(threats);
+        detections_all.extend(detections);
+        kill_repeatedly(&env, &["poll"], &mut rng, 3, 120);
+    }
+    let lines = env.lines();
+    assert_each_once(&lines);
+    assert_same_events(
+        &lines,
+        &expected_keys(&threats_all, &detections_all, &env.creds.tenant_id),
+    );
+}
+
+#[test]
+fn tenants_sharing_a_file_recover_only_their_own_lines() {
+    let a = TestEnv::new();
+    let mut b_creds = Credentials::sample();
+    b_creds.tenant_id = "bbbbbbbb-0000-0000-0000-000000000002".into();
+    let b = TestEnv::with_credentials(b_creds);
+    let shared = a.output().display().to_string();
+    // A's first run commits with the file as it is: empty.
+    a.run(&["poll"]).expect(0);
+    let a_before = std::fs::read(a.checkpoint_path()).unwrap();
+    // Both tenants see the very same threat and detection.
+    let same_threats = threats(1, 3, 5);
+    let same_detections = detections(1, 3, 5);
+    for env in [&a, &b] {
+        env.fake.add_threats(same_threats.clone());
+        env.fake.add_detections(same_detections.clone());
+    }
+    // B writes its lines after A's commit: they sit in A's uncommitted tail.
+    b.run(&["poll", "--output", &shared]).expect(0);
+    a.run(&["poll"]).expect(0);
+    let lines = a.lines();
+    assert_eq!(lines.len(), 12, "each event once per tenant");
+    // A dies between its append and its commit: its checkpoint is still the
+    // one from before, its lines are in the file, its lock line is left.
+    std::fs::write(a.checkpoint_path(), &a_before).unwrap();
+    std::fs::write(a.state_dir().join("lock"), "pid 1 poll started earlier\n").unwrap();
+    let out = a.run(&["poll"]).expect(0);
+    assert!(
+        out.stderr
+            .contains("found 6 event(s) of an interrupted run"),
+        "{}",
+        out.stderr
+    );
+    let lines = a.lines();
+    assert_eq!(lines.len(), 12);
+    assert_each_once(&lines);
+    for tenant in [&a.creds.tenant_id, &b.creds.tenant_id] {
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l["tenant_id"] == tenant.as_str())
+                .count(),
+            6
+        );
+    }
+}
+
+#[test]
+fn concurrent_tenants_appending_to_one_file_never_interleave_lines() {
+    let a = TestEnv::new();
+    let mut b_creds = Credentials::sample();
+    b_creds.tenant_id = "bbbbbbbb-0000-0000-0000-000000000002".into();
+    let b = TestEnv::with_credentials(b_creds);
+    let shared = a.output().display().to_string();
+    for env in [&a, &b] {
+        env.fake.add_threats(threats(0, 4000, 5));
+        env.fake.add_detections(detections(0, 2000, 5));
+    }
+    let run_a = a.spawn(&["poll"]);
+    let run_b = b.spawn(&["poll", "--output", &shared]);
+    a.finish(run_a).expect(0);
+    b.finish(run_b).expect(0);
+    let lines = a.lines(); // panics on any torn or interleaved line
+    assert_eq!(lines.len(), 12_000);
+    assert_each_once(&lines);
+}
+
+#[test]
+fn second_run_on_the_same_state_dir_exits_75_at_once() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 2000, 5));
+    env.fake.set_delay(Duration::from_millis(100));
+    let first = env.spawn(&["poll"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(env.state_dir().join("lock")).is_ok_and(|l| l.starts_with("pid"))
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    let out = env.run(&["poll"]).expect(75);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "did not exit at once"
+    );
+    assert!(out.error_line().contains("another run holds the lock file"));
+    env.finish(first).expect(0);
+    assert_eq!(env.lines().len(), 2000);
+}
