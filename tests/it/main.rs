@@ -10,4 +10,5 @@ mod backfill;
 mod config;
 mod crash;
 mod exit_codes;
+mod faults;
 mod poll;
