@@ -210,14 +210,19 @@ impl SourceState {
         self.seen.iter().map(|s| (s.key.clone(), s.time)).collect()
     }
 
-    /// Keeps only the keys a later run may still meet: those at or after
-    /// `cursor - overlap` (the next poll looks again there) and those before
-    /// `covered_since` (a later backfill will get there). Sorted for a stable file.
-    pub fn set_seen(&mut self, seen: &HashMap<String, DateTime<Utc>>, overlap: TimeDelta) {
-        let horizon = self.cursor - overlap;
+    /// Whether a written event's key must be kept for dedupe: a later run
+    /// may still meet it at or after `cursor - overlap` (the next poll looks
+    /// again there) or before `covered_since` (a later backfill gets there).
+    /// Everything else lies in a range no run fetches again.
+    pub fn keeps(&self, time: DateTime<Utc>, overlap: TimeDelta) -> bool {
+        time >= self.cursor - overlap || time < self.covered_since
+    }
+
+    /// Stores the keys to remember, sorted for a stable file. The caller
+    /// prunes them with [`SourceState::keeps`].
+    pub fn set_seen(&mut self, seen: &HashMap<String, DateTime<Utc>>) {
         let mut kept: Vec<SeenKey> = seen
             .iter()
-            .filter(|(_, time)| **time >= horizon || **time < self.covered_since)
             .map(|(key, time)| SeenKey {
                 key: key.clone(),
                 time: *time,
@@ -237,24 +242,29 @@ mod tests {
     }
 
     #[test]
-    fn seen_keeps_only_keys_a_later_window_can_meet() {
-        let mut state = SourceState {
+    fn keeps_only_keys_a_later_window_can_meet() {
+        let state = SourceState {
             covered_since: t("2024-05-14T00:00:00Z"),
             cursor: t("2024-05-14T12:00:00Z"),
-            events_written: 0,
-            last_success: None,
-            seen: Vec::new(),
+            ..SourceState::empty_at(t("2024-05-14T00:00:00Z"))
         };
-        let seen: HashMap<String, DateTime<Utc>> = [
-            ("old-inside", "2024-05-14T06:00:00Z"),
-            ("in-overlap", "2024-05-14T11:55:00Z"),
-            ("before-range", "2024-05-13T23:00:00Z"),
-        ]
-        .into_iter()
-        .map(|(k, time)| (k.to_string(), t(time)))
-        .collect();
-        state.set_seen(&seen, TimeDelta::minutes(10));
-        let keys: Vec<&str> = state.seen.iter().map(|s| s.key.as_str()).collect();
-        assert_eq!(keys, ["before-range", "in-overlap"]);
+        let overlap = TimeDelta::minutes(10);
+        assert!(
+            state.keeps(t("2024-05-14T11:55:00Z"), overlap),
+            "inside the overlap"
+        );
+        assert!(
+            state.keeps(t("2024-05-14T12:30:00Z"), overlap),
+            "after the cursor"
+        );
+        assert!(
+            state.keeps(t("2024-05-13T23:00:00Z"), overlap),
+            "before the written range"
+        );
+        assert!(
+            !state.keeps(t("2024-05-14T06:00:00Z"), overlap),
+            "inside, never fetched again"
+        );
+        assert!(!state.keeps(t("2024-05-14T11:49:59Z"), overlap));
     }
 }

@@ -332,16 +332,21 @@ impl Run {
         written: u64,
     ) -> Result<()> {
         let overlap = to_delta(self.settings.overlap);
-        let state = self.checkpoint_state(kind);
+        // Borrowing the two fields apart: the state is updated, then decides
+        // which dedupe keys to keep.
+        let state = self
+            .checkpoint
+            .sources
+            .get_mut(kind.name())
+            .expect("poll_source and backfill_source create the state first");
         // Slices are contiguous with the written range: poll extends it
         // forward, backfill backward.
         state.cursor = state.cursor.max(end);
         state.covered_since = state.covered_since.min(start);
         state.events_written += written;
         state.last_success = Some(Utc::now());
-        let (horizon, covered_since) = (state.cursor - overlap, state.covered_since);
         if let Some(seen) = self.seen.get_mut(&kind) {
-            seen.retain(|_, time| *time >= horizon || *time < covered_since);
+            seen.retain(|_, time| state.keeps(*time, overlap));
         }
         if written > 0 {
             self.commit()?;
@@ -426,10 +431,9 @@ impl Run {
     /// key written so far that a later run may meet (also those of a slice
     /// still in progress, whose lines the new output mark moves past).
     fn commit(&mut self) -> Result<()> {
-        let overlap = to_delta(self.settings.overlap);
         for (kind, seen) in &self.seen {
             if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
-                state.set_seen(seen, overlap);
+                state.set_seen(seen);
             }
         }
         self.output.sync()?;

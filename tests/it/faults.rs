@@ -124,7 +124,11 @@ fn backoff_wait_ends_early_on_sigterm_with_75() {
         started.elapsed() < Duration::from_secs(2),
         "the wait was not interrupted"
     );
-    assert!(out.error_line().contains("interrupted by a signal"), "{}", out.stderr);
+    assert!(
+        out.error_line().contains("interrupted by a signal"),
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("poll stopped: threats 200 new"),
         "{}",
@@ -383,5 +387,11 @@ fn under_systemd_lines_carry_sd_daemon_priorities() {
     let mut cmd = env.command(&["poll", "--overlap", "x"]);
     cmd.env("JOURNAL_STREAM", "8:12345");
     let out = env.finish(cmd.spawn().unwrap()).expect(78);
-    assert!(out.stderr.lines().any(|l| l.starts_with("<3>--overlap: 'x'")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("<3>--overlap: 'x'")),
+        "{}",
+        out.stderr
+    );
 }

@@ -7,8 +7,10 @@
 mod support;
 
 mod backfill;
+mod commands;
 mod config;
 mod crash;
 mod exit_codes;
 mod faults;
+mod local_state;
 mod poll;

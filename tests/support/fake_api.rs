@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::{Cursor, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -347,7 +347,7 @@ pub fn threat(seed: u64, last_found: &str) -> Value {
     json!({
         "name": format!("sample-{seed}.exe"),
         "sha256": hex(seed, 0x5348_4132_3536, 64).to_uppercase(),
-        "md5": hex(seed, 0x4d44_35, 32).to_uppercase(),
+        "md5": hex(seed, 0x004d_4435, 32).to_uppercase(),
         "cylance_score": -((50 + r % 50) as f64) / 100.0,
         "av_industry": null,
         "classification": "Malware",
@@ -370,10 +370,11 @@ pub fn detection(seed: u64, received_time: &str) -> Value {
     let r = mix(seed ^ 0x6465_7465_6374);
     let lag = TimeDelta::milliseconds((5_000 + r % 295_000) as i64);
     let device = (seed % DEVICES.len() as u64) as usize;
+    let severity = ["High", "Medium", "Low"][(seed % 3) as usize];
     json!({
         "Id": guid(seed, 0x4944),
         "PhoneticId": phonetic_id(seed),
-        "Severity": ["High", "Medium", "Low"][(seed % 3) as usize],
+        "Severity": severity,
         "Status": "New",
         "OccurrenceTime": rfc3339_millis(received - lag),
         "ReceivedTime": received_time,
@@ -395,7 +396,10 @@ pub fn sample_tenant(fake: &FakeApi, now: DateTime<Utc>) {
             // Threats 10, 11 and 12 share one second.
             let slot = if (10..=12).contains(&i) { 10 } else { i as i64 };
             let when = now - TimeDelta::minutes(3 + 47 * slot) - TimeDelta::seconds(slot % 7);
-            let mut t = threat(1000 + i as u64, &when.format("%Y-%m-%dT%H:%M:%S").to_string());
+            let mut t = threat(
+                1000 + i as u64,
+                &when.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            );
             t["name"] = json!(name);
             t["classification"] = json!(class);
             t["sub_classification"] = json!(sub);
@@ -408,7 +412,14 @@ pub fn sample_tenant(fake: &FakeApi, now: DateTime<Utc>) {
         .collect();
     fake.add_threats(threats);
 
-    let statuses = ["New", "New", "In Progress", "New", "Reviewed", "False Positive"];
+    let statuses = [
+        "New",
+        "New",
+        "In Progress",
+        "New",
+        "Reviewed",
+        "False Positive",
+    ];
     let detections = (0..15u64)
         .map(|i| {
             let when = now - TimeDelta::minutes(7 + 79 * i as i64)
@@ -455,6 +466,7 @@ const DESCRIPTIONS: [&str; 15] = [
 
 type SampleThreat = (&'static str, &'static str, &'static str, f64, Option<u32>);
 
+#[rustfmt::skip]
 const SAMPLE_THREATS: [SampleThreat; 25] = [
     ("invoice_2024-05.pdf.exe", "Malware", "Trojan", -0.98, Some(41)),
     ("svch0st.exe", "Malware", "Backdoor", -1.0, Some(55)),
@@ -654,7 +666,8 @@ impl State {
 
     fn verify_jwt(&self, jwt: &str) -> Result<JwtClaims, Answer> {
         let invalid = || Answer::message(401, INVALID_JWT);
-        let key = DecodingKey::from_secret(self.creds.app_secret.as_bytes()).map_err(|_| invalid())?;
+        let key =
+            DecodingKey::from_secret(self.creds.app_secret.as_bytes()).map_err(|_| invalid())?;
         // Signature and algorithm only: every claim is checked below, with no leeway.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
@@ -675,8 +688,8 @@ impl State {
             return Err(invalid());
         }
         let jti = text("jti").ok_or_else(invalid)?;
-        let is_v4 = jti.len() == 36
-            && uuid::Uuid::try_parse(jti).is_ok_and(|u| u.get_version_num() == 4);
+        let is_v4 =
+            jti.len() == 36 && uuid::Uuid::try_parse(jti).is_ok_and(|u| u.get_version_num() == 4);
         if !is_v4 {
             return Err(invalid());
         }
@@ -693,13 +706,13 @@ impl State {
         if now >= exp {
             return Err(Answer::message(
                 401,
-                "Token expired: the JWT exp claim is in the past (check the client clock)",
+                "Token expired: the JWT exp time is in the past (check the client clock)",
             ));
         }
         if iat > now + MAX_IAT_SKEW {
             return Err(Answer::message(
                 401,
-                "Token not yet valid: the JWT iat claim is in the future (check the client clock)",
+                "Token not yet valid: the JWT iat time is in the future (check the client clock)",
             ));
         }
         if self.seen_jti.contains(jti) {
@@ -863,9 +876,12 @@ impl DetRec {
             .get("ReceivedTime")
             .and_then(Value::as_str)
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .unwrap_or_else(|| panic!("fake_api: a detection needs an RFC 3339 ReceivedTime: {item}"))
+            .unwrap_or_else(|| {
+                panic!("fake_api: a detection needs an RFC 3339 ReceivedTime: {item}")
+            })
             .with_timezone(&Utc);
-        let text = |v: Option<&Value>| -> Box<str> { v.and_then(Value::as_str).unwrap_or("").into() };
+        let text =
+            |v: Option<&Value>| -> Box<str> { v.and_then(Value::as_str).unwrap_or("").into() };
         DetRec {
             received,
             id: Arc::from(id),
@@ -984,7 +1000,9 @@ impl DetectionStore {
             });
             self.cache = Some((field, desc, order));
         }
-        self.cache.as_ref().map_or(&[], |(_, _, order)| order.as_slice())
+        self.cache
+            .as_ref()
+            .map_or(&[], |(_, _, order)| order.as_slice())
     }
 }
 
@@ -1230,11 +1248,14 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
         request
             .headers()
             .iter()
-            .find(|h| h.field.equiv(name))
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
             .map(|h| h.value.as_str().to_owned())
     };
-    let (authorization, accept, content_type) =
-        (header("Authorization"), header("Accept"), header("Content-Type"));
+    let (authorization, accept, content_type) = (
+        header("Authorization"),
+        header("Accept"),
+        header("Content-Type"),
+    );
     let url = request.url().to_owned();
     let (path, query) = match url.split_once('?') {
         Some((path, query)) => (path.to_owned(), parse_query(query)),
@@ -1320,7 +1341,10 @@ fn apply_fault(shared: &Shared, req: &Req, fault: Fault) -> Outcome {
             }
         }
         Fault::Html(status) => {
-            let title = format!("{status} {}", reason(status));
+            let title = format!(
+                "{status} {}",
+                tiny_http::StatusCode(status).default_reason_phrase()
+            );
             let page = format!(
                 "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>cloudfront</center>\r\n</body>\r\n</html>\r\n"
             );
@@ -1378,22 +1402,6 @@ fn apply_fault(shared: &Shared, req: &Req, fault: Fault) -> Outcome {
     Outcome::Answer(answer)
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Temporarily Unavailable",
-        504 => "Gateway Time-out",
-        _ => "Error",
-    }
-}
-
 #[derive(Clone, Copy)]
 enum List {
     Threats,
@@ -1446,7 +1454,10 @@ fn list_request(shared: &Shared, req: &Req, list: List) -> Result<Answer, Answer
     let mut st = lock(&shared.state);
     st.check_bearer(req.authorization.as_deref())?;
     if !accepts_json(req.accept.as_deref()) {
-        return Err(Answer::message(406, "Not acceptable: send Accept: application/json"));
+        return Err(Answer::message(
+            406,
+            "Not acceptable: send Accept: application/json",
+        ));
     }
     let (privilege, default_size) = match list {
         List::Threats => ("threat:list", 10),
@@ -1544,9 +1555,8 @@ fn list_request(shared: &Shared, req: &Req, list: List) -> Result<Answer, Answer
                         Some(name) => (true, name),
                         None => (false, s),
                     };
-                    let field = SortField::parse(name).ok_or_else(|| {
-                        Answer::message(400, &format!("Invalid sort field: {s}"))
-                    })?;
+                    let field = SortField::parse(name)
+                        .ok_or_else(|| Answer::message(400, &format!("Invalid sort field: {s}")))?;
                     Some((field, desc))
                 }
             };
@@ -1587,12 +1597,7 @@ fn list_request(shared: &Shared, req: &Req, list: List) -> Result<Answer, Answer
                         .take(take)
                         .collect();
                     let recs = &detections.recs;
-                    write_page(
-                        page,
-                        size,
-                        total,
-                        picked.iter().map(|&i| &recs[i].json[..]),
-                    )
+                    write_page(page, size, total, picked.iter().map(|&i| &recs[i].json[..]))
                 }
             }
         }
@@ -1624,25 +1629,7 @@ fn write_page<'a>(
     out
 }
 
-/// The body of [`Fault::Oversize`]: an envelope's start, then spaces, `len` bytes in all.
-struct Padding {
-    sent: usize,
-    len: usize,
-}
-
 const PADDING_PREFIX: &[u8] = b"{\"page_number\":1,\"page_size\":200,\"total_pages\":1,\"total_number_of_items\":1,\"page_items\":[";
-
-impl Read for Padding {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(self.len - self.sent);
-        let buf = &mut buf[..n];
-        let from_prefix = PADDING_PREFIX.len().saturating_sub(self.sent).min(n);
-        buf[..from_prefix].copy_from_slice(&PADDING_PREFIX[self.sent..self.sent + from_prefix]);
-        buf[from_prefix..].fill(b' ');
-        self.sent += n;
-        Ok(n)
-    }
-}
 
 fn send(shared: &Shared, request: tiny_http::Request, outcome: Outcome) {
     let answer = match outcome {
@@ -1656,37 +1643,77 @@ fn send(shared: &Shared, request: tiny_http::Request, outcome: Outcome) {
             return;
         }
     };
-    let mut headers = Vec::new();
-    if let Some(content_type) = &answer.content_type
-        && let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type.as_bytes())
-    {
-        headers.push(h);
+    let head_only = *request.method() == tiny_http::Method::Head;
+    // The answer is written by hand, head and body in one write: tiny_http would write
+    // it in 8 KiB pieces on a socket without TCP_NODELAY, and Nagle's algorithm against
+    // delayed ACKs then costs tens of milliseconds per page.
+    let mut writer = request.into_writer();
+    let _ = write_answer(&mut writer, answer, head_only).and_then(|()| writer.flush());
+}
+
+fn write_answer(writer: &mut dyn Write, answer: Answer, head_only: bool) -> std::io::Result<()> {
+    let status = answer.status;
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nDate: {}\r\n",
+        tiny_http::StatusCode(status).default_reason_phrase(),
+        Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")
+    );
+    if let Some(content_type) = &answer.content_type {
+        let _ = write!(head, "Content-Type: {content_type}\r\n");
     }
     for (name, value) in &answer.headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            headers.push(h);
+        let framing = ["Content-Length", "Transfer-Encoding"]
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f));
+        let clean = |s: &str| !s.contains(['\r', '\n']);
+        if !framing && clean(name) && clean(value) {
+            let _ = write!(head, "{name}: {value}\r\n");
         }
     }
-    let status = tiny_http::StatusCode(answer.status);
-    let _ = match answer.body {
-        Body::Bytes(bytes) => {
-            let len = bytes.len();
-            request.respond(tiny_http::Response::new(
-                status,
-                headers,
-                Cursor::new(bytes),
-                Some(len),
-                None,
-            ))
+    let no_body = head_only || matches!(status, 100..=199 | 204 | 304);
+    match answer.body {
+        Body::Bytes(body) => {
+            if !matches!(status, 100..=199 | 204 | 304) {
+                let _ = write!(head, "Content-Length: {}\r\n", body.len());
+            }
+            head.push_str("\r\n");
+            let mut out = head.into_bytes();
+            if !no_body {
+                out.extend_from_slice(&body);
+            }
+            writer.write_all(&out)
         }
-        Body::Padded(len) => request.respond(tiny_http::Response::new(
-            status,
-            headers,
-            Padding { sent: 0, len },
-            Some(len),
-            None,
-        )),
-    };
+        Body::Padded(len) => {
+            // Chunked, so that a client cannot rely on Content-Length to refuse it.
+            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            writer.write_all(head.as_bytes())?;
+            if !no_body {
+                write_padding(writer, len)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The body of [`Fault::Oversize`], chunked: the start of an envelope, then spaces,
+/// `len` bytes in all, never more than 256 KiB in memory.
+fn write_padding(writer: &mut dyn Write, len: usize) -> std::io::Result<()> {
+    const CHUNK: usize = 256 * 1024;
+    let mut chunk = Vec::with_capacity(CHUNK + 32);
+    let mut sent = 0;
+    while sent < len {
+        let n = CHUNK.min(len - sent);
+        chunk.clear();
+        let _ = write!(chunk, "{n:x}\r\n");
+        let prefix = PADDING_PREFIX.get(sent..).unwrap_or_default();
+        let from_prefix = prefix.len().min(n);
+        chunk.extend_from_slice(&prefix[..from_prefix]);
+        chunk.resize(chunk.len() + n - from_prefix, b' ');
+        chunk.extend_from_slice(b"\r\n");
+        writer.write_all(&chunk)?;
+        sent += n;
+    }
+    writer.write_all(b"0\r\n\r\n")
 }
 
 // ---------------------------------------------------------------------------
@@ -1697,29 +1724,53 @@ fn send(shared: &Shared, request: tiny_http::Request, outcome: Outcome) {
 /// tiny_http (which tiny_http reports as the request's remote address).
 #[derive(Default)]
 struct Relay {
-    conns: Mutex<HashMap<SocketAddr, (TcpStream, TcpStream)>>,
+    conns: Mutex<HashMap<SocketAddr, RelayConn>>,
     pumps: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Handles on both sockets of one relayed connection.
+struct RelayConn {
+    /// Tells a reused address apart from the connection that had it before.
+    serial: u64,
+    client: TcpStream,
+    upstream: TcpStream,
+}
+
+impl RelayConn {
+    fn close(&self) {
+        let _ = self.client.shutdown(Shutdown::Both);
+        let _ = self.upstream.shutdown(Shutdown::Both);
+    }
 }
 
 impl Relay {
     /// Closes both sides of one relayed connection.
     fn kill(&self, upstream_local: &SocketAddr) {
-        if let Some((client, upstream)) = lock(&self.conns).remove(upstream_local) {
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = upstream.shutdown(Shutdown::Both);
+        if let Some(conn) = lock(&self.conns).remove(upstream_local) {
+            conn.close();
         }
     }
 
     fn kill_all(&self) {
-        for (_, (client, upstream)) in lock(&self.conns).drain() {
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = upstream.shutdown(Shutdown::Both);
+        for (_, conn) in lock(&self.conns).drain() {
+            conn.close();
+        }
+    }
+
+    /// Forgets a connection that ended by itself.
+    fn forget(&self, upstream_local: &SocketAddr, serial: u64) {
+        let mut conns = lock(&self.conns);
+        if conns
+            .get(upstream_local)
+            .is_some_and(|c| c.serial == serial)
+        {
+            conns.remove(upstream_local);
         }
     }
 }
 
 fn relay_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>) {
-    for client in listener.incoming() {
+    for (serial, client) in (0u64..).zip(listener.incoming()) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
@@ -1729,7 +1780,7 @@ fn relay_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Share
         };
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
-        let (Ok(key), Ok(client_w), Ok(server_r), Ok(client_k), Ok(server_k)) = (
+        let (Ok(key), Ok(client_w), Ok(server_r), Ok(client_kept), Ok(server_kept)) = (
             server.local_addr(),
             client.try_clone(),
             server.try_clone(),
@@ -1738,7 +1789,14 @@ fn relay_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Share
         ) else {
             continue;
         };
-        lock(&shared.relay.conns).insert(key, (client_k, server_k));
+        lock(&shared.relay.conns).insert(
+            key,
+            RelayConn {
+                serial,
+                client: client_kept,
+                upstream: server_kept,
+            },
+        );
 
         let to_server = thread::spawn(move || {
             pump(&client, &server);
@@ -1748,7 +1806,7 @@ fn relay_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Share
         let to_client = thread::spawn(move || {
             pump(&server_r, &client_w);
             let _ = client_w.shutdown(Shutdown::Write);
-            lock(&relay_shared.relay.conns).remove(&key);
+            relay_shared.relay.forget(&key, serial);
         });
         let mut pumps = lock(&shared.relay.pumps);
         pumps.retain(|p| !p.is_finished());
@@ -1770,5 +1828,404 @@ fn pump(mut from: &TcpStream, mut to: &TcpStream) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into()
+    }
+
+    fn jwt_with(creds: &Credentials, secret: &str, iat: i64, exp: i64, jti: &str) -> String {
+        let claims = json!({
+            "iss": ISSUER,
+            "sub": creds.app_id,
+            "tid": creds.tenant_id,
+            "jti": jti,
+            "iat": iat,
+            "exp": exp,
+        });
+        let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    fn jwt(creds: &Credentials) -> String {
+        let now = unix_now();
+        let jti = uuid::Uuid::new_v4().to_string();
+        jwt_with(creds, &creds.app_secret, now, now + 1800, &jti)
+    }
+
+    fn post_jwt(agent: &ureq::Agent, fake: &FakeApi, jwt: &str) -> (u16, Value) {
+        let mut resp = agent
+            .post(format!("{}/auth/v2/token", fake.url()))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .send(json!({ "auth_token": jwt }).to_string())
+            .unwrap();
+        let body = resp.body_mut().read_to_string().unwrap();
+        (resp.status().as_u16(), serde_json::from_str(&body).unwrap())
+    }
+
+    fn token(agent: &ureq::Agent, fake: &FakeApi) -> String {
+        let (status, body) = post_jwt(agent, fake, &jwt(&fake.credentials()));
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// GET with the token and `Accept: application/json`; status and raw body.
+    fn get(agent: &ureq::Agent, fake: &FakeApi, token: &str, path: &str) -> (u16, String) {
+        let mut resp = agent
+            .get(format!("{}{path}", fake.url()))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Accept", "application/json")
+            .call()
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    }
+
+    fn get_json(agent: &ureq::Agent, fake: &FakeApi, token: &str, path: &str) -> (u16, Value) {
+        let (status, body) = get(agent, fake, token, path);
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    fn field<'a>(page: &'a Value, name: &str) -> Vec<&'a str> {
+        page["page_items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item[name].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn token_lists_threats_newest_first_in_the_envelope() {
+        let fake = FakeApi::start(Credentials::sample());
+        let agent = agent();
+        let times = [
+            "2024-05-14T09:00:00",
+            "2024-05-14T10:00:00",
+            "2024-05-14T10:00:00",
+            "2024-05-14T08:00:00",
+            "2024-05-14T11:00:00",
+        ];
+        let threats: Vec<Value> = (0..5u64).map(|i| threat(i, times[i as usize])).collect();
+        let mut expected: Vec<(String, String)> = threats
+            .iter()
+            .map(|t| {
+                let s = |k: &str| t[k].as_str().unwrap().to_owned();
+                (s("last_found"), s("sha256"))
+            })
+            .collect();
+        expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        fake.add_threats(threats);
+
+        let token = token(&agent, &fake);
+        assert_eq!(fake.issued_tokens(), vec![token.clone()]);
+        assert_eq!(fake.received_jwts().len(), 1);
+
+        let (status, body) = get(&agent, &fake, &token, "/threats/v2?page_size=2");
+        assert_eq!(status, 200);
+        assert!(body.starts_with(
+            r#"{"page_number":1,"page_size":2,"total_pages":3,"total_number_of_items":5,"page_items":["#
+        ));
+        let mut seen = Vec::new();
+        for page in 1..=4 {
+            let (status, body) = get_json(
+                &agent,
+                &fake,
+                &token,
+                &format!("/threats/v2?page_size=2&page={page}&unknown=x"),
+            );
+            assert_eq!(status, 200);
+            assert_eq!(body["page_number"], page);
+            seen.extend(field(&body, "sha256").into_iter().map(str::to_owned));
+        }
+        let expected: Vec<String> = expected.into_iter().map(|(_, sha)| sha).collect();
+        assert_eq!(seen, expected);
+
+        // The default page size, and the fields of an item.
+        let (_, body) = get_json(&agent, &fake, &token, "/threats/v2");
+        assert_eq!(body["page_size"], 10);
+        let item = &body["page_items"][0];
+        assert_eq!(item["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(item["md5"].as_str().unwrap().len(), 32);
+        assert!(item["av_industry"].is_null());
+
+        // Header checks.
+        let resp = agent
+            .get(format!("{}/threats/v2", fake.url()))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 406);
+        assert_eq!(get(&agent, &fake, "not-issued", "/threats/v2").0, 401);
+        assert_eq!(get(&agent, &fake, &token, "/threats/v2/x/devices").0, 404);
+        fake.deny_privilege("threat:list");
+        assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 403);
+        assert_eq!(get(&agent, &fake, &token, "/detections/v2").0, 200);
+        assert_eq!(fake.count("/threats/v2"), 9);
+    }
+
+    #[test]
+    fn bad_jwts_are_refused() {
+        let creds = Credentials::sample();
+        let fake = FakeApi::start(creds.clone());
+        let agent = agent();
+        let now = unix_now();
+        let jti = || uuid::Uuid::new_v4().to_string();
+        let invalid = json!({ "message": INVALID_JWT });
+
+        let wrong_secret = jwt_with(&creds, "another-secret", now, now + 600, &jti());
+        assert_eq!(
+            post_jwt(&agent, &fake, &wrong_secret),
+            (401, invalid.clone())
+        );
+
+        let good = jwt(&creds);
+        assert_eq!(post_jwt(&agent, &fake, &good).0, 200);
+        assert_eq!(post_jwt(&agent, &fake, &good), (401, invalid.clone()));
+
+        let too_long = jwt_with(&creds, &creds.app_secret, now, now + 31 * 60, &jti());
+        assert_eq!(post_jwt(&agent, &fake, &too_long).0, 400);
+
+        let expired = jwt_with(&creds, &creds.app_secret, now - 900, now - 60, &jti());
+        let (status, body) = post_jwt(&agent, &fake, &expired);
+        assert_eq!(status, 401);
+        assert!(body["message"].as_str().unwrap().contains("clock"));
+
+        let not_v4 = jwt_with(&creds, &creds.app_secret, now, now + 600, "jti-1");
+        assert_eq!(post_jwt(&agent, &fake, &not_v4), (401, invalid));
+
+        let resp = agent
+            .post(format!("{}/auth/v2/token", fake.url()))
+            .header("Content-Type", "text/plain")
+            .send(json!({ "auth_token": jwt(&creds) }).to_string())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 415);
+        let resp = agent
+            .get(format!("{}/auth/v2/token", fake.url()))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405);
+
+        assert_eq!(fake.issued_tokens().len(), 1);
+        assert_eq!(fake.received_jwts().len(), 7);
+    }
+
+    #[test]
+    fn page_parameters_are_validated() {
+        let fake = FakeApi::start(Credentials::sample());
+        let agent = agent();
+        let token = token(&agent, &fake);
+        let message = r#"{"message":"The page size requested is not supported."}"#;
+        for path in [
+            "/threats/v2?page_size=0",
+            "/threats/v2?page_size=201",
+            "/threats/v2?page_size=ten",
+            "/detections/v2?page_size=201",
+        ] {
+            assert_eq!(get(&agent, &fake, &token, path), (400, message.to_owned()));
+        }
+        for path in ["/threats/v2?page=0", "/detections/v2?page=-1"] {
+            assert_eq!(get(&agent, &fake, &token, path).0, 400, "{path}");
+        }
+        let (status, body) = get_json(&agent, &fake, &token, "/detections/v2");
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"page_number": 1, "page_size": 20, "total_pages": 0,
+                   "total_number_of_items": 0, "page_items": []})
+        );
+        let (status, body) = get_json(&agent, &fake, &token, "/memoryprotection/v2?page_size=200");
+        assert_eq!((status, &body["total_pages"]), (200, &json!(0)));
+    }
+
+    #[test]
+    fn time_filters_select_the_window_unless_ignored() {
+        let fake = FakeApi::start(Credentials::sample());
+        let agent = agent();
+        let token = token(&agent, &fake);
+        fake.add_threats(
+            ["08:00:00", "09:00:00", "10:00:00", "11:00:00"]
+                .iter()
+                .zip(1u64..)
+                .map(|(t, seed)| threat(seed, &format!("2024-05-14T{t}")))
+                .collect(),
+        );
+        let window = "/threats/v2?start_time=2024-05-14T09:00:00&end_time=2024-05-14T10:00:00.000Z";
+        let (status, body) = get_json(&agent, &fake, &token, window);
+        assert_eq!(status, 200);
+        assert_eq!(
+            field(&body, "last_found"),
+            ["2024-05-14T10:00:00", "2024-05-14T09:00:00"]
+        );
+        fake.set_honour_time_filters(false);
+        let (_, body) = get_json(&agent, &fake, &token, window);
+        assert_eq!(body["total_number_of_items"], 4);
+        assert_eq!(
+            get(
+                &agent,
+                &fake,
+                &token,
+                "/threats/v2?end_time=2024-05-14T10:00:00"
+            )
+            .0,
+            400
+        );
+        let (status, body) = get(&agent, &fake, &token, "/threats/v2?start_time=14/05/2024");
+        assert_eq!(status, 400);
+        assert!(body.contains("start_time"));
+
+        // Detections: inclusive start, exclusive end, `Z` required, sortable.
+        fake.add_detections(
+            ["09:00:00.000", "09:30:00.250", "10:00:00.000"]
+                .iter()
+                .zip(1u64..)
+                .map(|(t, seed)| detection(seed, &format!("2024-05-14T{t}Z")))
+                .collect(),
+        );
+        let window = "/detections/v2?start=2024-05-14T09:00:00.000Z&end=2024-05-14T10:00:00Z";
+        let (_, body) = get_json(&agent, &fake, &token, window);
+        assert_eq!(
+            field(&body, "ReceivedTime"),
+            ["2024-05-14T09:30:00.250Z", "2024-05-14T09:00:00.000Z"]
+        );
+        let (_, body) = get_json(
+            &agent,
+            &fake,
+            &token,
+            &format!("{window}&sort=ReceivedTime"),
+        );
+        assert_eq!(
+            field(&body, "ReceivedTime"),
+            ["2024-05-14T09:00:00.000Z", "2024-05-14T09:30:00.250Z"]
+        );
+        let bad = "/detections/v2?start=2024-05-14T09:00:00";
+        assert_eq!(get(&agent, &fake, &token, bad).0, 400);
+        assert_eq!(get(&agent, &fake, &token, "/detections/v2?sort=Id").0, 400);
+        fake.remove_detection(body["page_items"][0]["Id"].as_str().unwrap());
+        let (_, body) = get_json(&agent, &fake, &token, "/detections/v2?sort=-Severity");
+        assert_eq!(body["total_number_of_items"], 2);
+    }
+
+    #[test]
+    fn faults_are_consumed_once() {
+        let fake = FakeApi::start(Credentials::sample());
+        let agent = agent();
+        let token = token(&agent, &fake);
+        fake.add_threats((0..30).map(|i| threat(i, "2024-05-14T09:00:00")).collect());
+
+        fake.push_fault(
+            "/threats/v2",
+            Fault::Status {
+                status: 429,
+                body: r#"{"message":"slow down"}"#.to_owned(),
+                headers: vec![("Retry-After".to_owned(), "7".to_owned())],
+            },
+        );
+        fake.push_fault_at("/threats/v2", 2, Fault::Html(502));
+        let mut resp = agent
+            .get(format!("{}/threats/v2", fake.url()))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Accept", "application/json")
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 429);
+        assert_eq!(resp.headers()["retry-after"], "7");
+        assert_eq!(
+            resp.body_mut().read_to_string().unwrap(),
+            r#"{"message":"slow down"}"#
+        );
+        assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 200);
+        let (status, body) = get(&agent, &fake, &token, "/threats/v2?page=2");
+        assert_eq!(status, 502);
+        assert!(body.starts_with("<html>"));
+        assert_eq!(get(&agent, &fake, &token, "/threats/v2?page=2").0, 200);
+
+        fake.push_fault("/threats/v2", Fault::Reset);
+        assert!(
+            agent
+                .get(format!("{}/threats/v2", fake.url()))
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Accept", "application/json")
+                .call()
+                .is_err()
+        );
+        assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 200);
+
+        fake.push_fault("/threats/v2", Fault::Oversize(100_000));
+        let (status, body) = get(&agent, &fake, &token, "/threats/v2");
+        assert_eq!((status, body.len()), (200, 100_000));
+        assert!(body.starts_with(r#"{"page_number":1,"#));
+
+        fake.push_fault("/threats/v2", Fault::Truncated);
+        let (status, body) = get(&agent, &fake, &token, "/threats/v2");
+        assert_eq!(status, 200);
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+
+        fake.push_fault("/detections/v2", Fault::ExpireToken);
+        assert_eq!(get(&agent, &fake, &token, "/detections/v2").0, 401);
+        assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 401);
+
+        let statuses: Vec<u16> = fake
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/threats/v2")
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(statuses, [429, 200, 502, 200, 0, 200, 200, 200, 401]);
+        assert_eq!(fake.requests()[3].param("page"), Some("2"));
+    }
+
+    #[test]
+    fn delays_do_not_block_other_workers_and_tokens_expire() {
+        let fake = FakeApi::start(Credentials::sample());
+        let token = token(&agent(), &fake);
+        fake.push_fault("/threats/v2", Fault::Delay(Duration::from_millis(400)));
+        fake.push_fault("/threats/v2", Fault::Delay(Duration::from_millis(400)));
+        let started = Instant::now();
+        let fake = Arc::new(fake);
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (fake, token) = (Arc::clone(&fake), token.clone());
+                thread::spawn(move || get(&agent(), &fake, &token, "/threats/v2").0)
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "served one after the other"
+        );
+        assert_eq!(fake.max_concurrent(), 2);
+
+        fake.set_token_lifetime(Duration::from_millis(150));
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(get(&agent(), &fake, &token, "/threats/v2").0, 401);
+    }
+
+    #[test]
+    fn sample_tenant_is_varied() {
+        let fake = FakeApi::start(Credentials::sample());
+        let agent = agent();
+        let token = token(&agent, &fake);
+        sample_tenant(&fake, Utc::now());
+        let (_, threats) = get_json(&agent, &fake, &token, "/threats/v2?page_size=200");
+        let (_, detections) = get_json(&agent, &fake, &token, "/detections/v2?page_size=200");
+        assert_eq!(threats["total_number_of_items"], 25);
+        assert_eq!(detections["total_number_of_items"], 15);
+        let classes: HashSet<&str> = field(&threats, "classification").into_iter().collect();
+        assert!(classes.len() >= 3);
     }
 }

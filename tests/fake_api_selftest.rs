@@ -1,2 +1,0 @@
-#[path = "support/fake_api.rs"]
-mod fake_api;
