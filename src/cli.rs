@@ -62,6 +62,10 @@ pub struct StatusArgs {
     /// Print the checkpoint as JSON, for monitoring.
     #[arg(long)]
     pub json: bool,
+    /// Exit 2 (CRITICAL, as Nagios plugins do) when a source's last success is older than
+    /// this, or there is none; print OK or CRITICAL with the reason. Default: no check.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +140,13 @@ pub struct GlobalOptions {
     /// [env: CYLANCE_LOGS_MAX_RUNTIME]
     #[arg(long, global = true, value_name = "DURATION")]
     pub max_runtime: Option<String>,
+
+    /// Write run metrics for Prometheus's node_exporter textfile collector to this file
+    /// (replaced atomically at the end of each poll or backfill): last success per source,
+    /// events written, last exit code, duration, requests, retries. Default: none.
+    /// [env: CYLANCE_LOGS_METRICS_FILE]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<String>,
 
     /// More detail on stderr: -v shows each request, -vv adds response sizes.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

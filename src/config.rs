@@ -71,6 +71,8 @@ pub enum OutputTarget {
 pub struct StoreSettings {
     pub state_dir: PathBuf,
     pub output: OutputTarget,
+    /// Prometheus textfile written at the end of each run.
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -287,7 +289,18 @@ impl<'a> Resolver<'a> {
                 OutputTarget::File(dir.join("cylance-protect.log"))
             }
         };
-        Ok(StoreSettings { state_dir, output })
+        let metrics_file = self
+            .lookup(
+                &o.metrics_file,
+                "--metrics-file",
+                "CYLANCE_LOGS_METRICS_FILE",
+            )?
+            .map(|(path, _)| PathBuf::from(path));
+        Ok(StoreSettings {
+            state_dir,
+            output,
+            metrics_file,
+        })
     }
 
     /// systemd's directory variable (first entry of a colon list), else the

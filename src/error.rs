@@ -31,6 +31,36 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
+    /// Every kind, for documentation (the man page's EXIT STATUS).
+    pub const ALL: [ExitKind; 7] = [
+        ExitKind::Usage,
+        ExitKind::Checkpoint,
+        ExitKind::Io,
+        ExitKind::Temporary,
+        ExitKind::Protocol,
+        ExitKind::Auth,
+        ExitKind::Config,
+    ];
+
+    /// What the code means to an operator.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitKind::Usage => "usage error: a mistyped option or TIME",
+            ExitKind::Checkpoint => "the checkpoint is unreadable or invalid; it is left as it was",
+            ExitKind::Io => {
+                "the output or the checkpoint cannot be written; the checkpoint did not advance"
+            }
+            ExitKind::Temporary => {
+                "temporary: network, timeout, 429 or 5xx after retries, lock held, \
+                 interrupted or --max-runtime reached; what was fetched is kept, try again \
+                 next run"
+            }
+            ExitKind::Protocol => "the API answered something unusable",
+            ExitKind::Auth => "credentials or privileges rejected (HTTP 401/403)",
+            ExitKind::Config => "configuration missing or invalid",
+        }
+    }
+
     pub fn code(self) -> u8 {
         match self {
             ExitKind::Usage => 2,

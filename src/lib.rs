@@ -18,9 +18,11 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod lock;
+pub mod metrics;
 #[macro_use]
 pub mod log;
 pub mod output;
+pub mod progress;
 pub mod retry;
 pub mod run;
 pub mod sources;
@@ -56,7 +58,7 @@ where
     };
     log::init(cli.options.verbose);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             crate::error!("{err:#}");
             ExitCode::from(exit_code_of(&err))
@@ -64,7 +66,7 @@ where
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     let env = config::process_env;
     let resolver = Resolver::new(&cli.options, &env);
     let retry = RetryPolicy::new(backoff_base(&env)?);
@@ -76,7 +78,8 @@ fn run(cli: Cli) -> Result<()> {
                 resolver.run(Some(POLL_MAX_RUNTIME))?,
             );
             let control = control::RunControl::install(settings.max_runtime)?;
-            run::run_job(run::Job::Poll, api, store, settings, retry, control)
+            run::run_job(run::Job::Poll, api, store, settings, retry, control)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Backfill(args) => {
             let now = chrono::Utc::now();
@@ -102,14 +105,33 @@ fn run(cli: Cli) -> Result<()> {
                 settings,
                 retry,
                 control,
-            )
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
             let (api, settings) = (resolver.api()?, resolver.run(Some(POLL_MAX_RUNTIME))?);
             let control = control::RunControl::install(settings.max_runtime)?;
-            check::check(api, &settings, retry, control)
+            check::check(api, &settings, retry, control)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Status(args) => status::show(&resolver.store()?, args.json),
+        Command::Status(args) => {
+            let max_age = args
+                .max_age
+                .as_deref()
+                .map(|text| {
+                    timefmt::parse_duration(text)
+                        .map_err(|why| fail(ExitKind::Usage, format!("--max-age: {why}")))
+                })
+                .transpose()?;
+            let settings = resolver.run(None)?;
+            let healthy = status::show(&resolver.store()?, args.json, max_age, &settings.sources)?;
+            // Nagios plugins' CRITICAL.
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
     }
 }
 

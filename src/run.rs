@@ -21,7 +21,9 @@ use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
 use crate::error::{ExitKind, exit_code_of, fail};
 use crate::lock::{RunLock, ensure_state_dir};
+use crate::metrics::{self, RunFigures};
 use crate::output::Output;
+use crate::progress::Progress;
 use crate::retry::RetryPolicy;
 use crate::sources::{SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line};
 use crate::timefmt::{display, to_delta};
@@ -103,6 +105,10 @@ struct Run {
     tallies: Vec<(SourceKind, SourceTally)>,
     /// Per source, the keys written (or found written) that dedupe must know.
     seen: HashMap<SourceKind, Seen>,
+    /// Backfill only: progress on stderr, and the page count of each
+    /// source's whole window (from its first page) to measure it against.
+    progress: Option<Progress>,
+    expected_pages: HashMap<SourceKind, u64>,
 }
 
 pub fn run_job(
@@ -113,70 +119,119 @@ pub fn run_job(
     retry: RetryPolicy,
     control: RunControl,
 ) -> Result<()> {
-    let started = Utc::now();
     let clock = Instant::now();
     ensure_state_dir(&store.state_dir)?;
     let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name())?;
+    let tenant_id = api.tenant_id.clone();
+    let metrics_file = store.metrics_file.clone();
+    let (result, run) = run_locked(job, api, store, settings, retry, control, &lock);
+    let figures = RunFigures {
+        finished: Utc::now(),
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        exit_code: result.as_ref().map_or_else(exit_code_of, |()| 0),
+        requests: run.as_ref().map_or(0, |r| r.client.stats.requests),
+        retries: run.as_ref().map_or(0, |r| r.client.stats.retries),
+        rate_limited: run.as_ref().map_or(0, |r| r.client.stats.rate_limited),
+        events: run.as_ref().map_or_else(Vec::new, |r| {
+            r.tallies
+                .iter()
+                .map(|(kind, t)| (*kind, t.events))
+                .collect()
+        }),
+    };
+    if let Some(run) = &run {
+        crate::info!("{}", run.summary(&figures, &result));
+    }
+    if let Some(path) = metrics_file {
+        let checkpoint = run.as_ref().map(|r| &r.checkpoint);
+        if let Err(err) = metrics::write(&path, &tenant_id, checkpoint, &figures) {
+            crate::warn!("{err:#}");
+        }
+    }
+    result
+}
+
+/// The run proper, under the lock. Returns the run's state when it got as
+/// far as starting, for the summary and the metrics.
+fn run_locked(
+    job: Job,
+    api: ApiSettings,
+    store: StoreSettings,
+    settings: RunSettings,
+    retry: RetryPolicy,
+    control: RunControl,
+    lock: &RunLock,
+) -> (Result<()>, Option<Run>) {
+    let started = Utc::now();
     if let Some(previous) = &lock.interrupted_run {
         crate::warn!("the previous run did not finish ({previous}); recovering its work");
     }
-    let checkpoint_path = checkpoint::path_in(&store.state_dir);
-    let mut checkpoint =
-        Checkpoint::load(&checkpoint_path)?.unwrap_or_else(|| Checkpoint::new(&api.tenant_id));
-    if checkpoint.tenant_id != api.tenant_id {
-        return Err(fail(
-            ExitKind::Checkpoint,
-            format!(
-                "the checkpoint {} belongs to tenant {}, not {}; give each tenant its own --state-dir",
-                checkpoint_path.display(),
-                checkpoint.tenant_id,
-                api.tenant_id
-            ),
-        ));
-    }
-    let mut output = Output::open(&store.output)?;
-    let recovered = output.recover(
-        checkpoint.output.as_ref(),
-        &api.tenant_id,
-        lock.interrupted_run.is_some(),
-    )?;
-    if checkpoint.output.is_none() {
-        // Record where the file stands before the first append, so that a
-        // crash of this very first run can be recovered from.
-        checkpoint.output = output.mark()?;
-        if checkpoint.output.is_some() {
-            checkpoint.save(&checkpoint_path)?;
+    let prepared = (|| {
+        let checkpoint_path = checkpoint::path_in(&store.state_dir);
+        let mut checkpoint =
+            Checkpoint::load(&checkpoint_path)?.unwrap_or_else(|| Checkpoint::new(&api.tenant_id));
+        if checkpoint.tenant_id != api.tenant_id {
+            return Err(fail(
+                ExitKind::Checkpoint,
+                format!(
+                    "the checkpoint {} belongs to tenant {}, not {}; give each tenant its own --state-dir",
+                    checkpoint_path.display(),
+                    checkpoint.tenant_id,
+                    api.tenant_id
+                ),
+            ));
+        }
+        let mut output = Output::open(&store.output)?;
+        let recovered = output.recover(
+            checkpoint.output.as_ref(),
+            &api.tenant_id,
+            lock.interrupted_run.is_some(),
+        )?;
+        if checkpoint.output.is_none() {
+            // Record where the file stands before the first append, so that a
+            // crash of this very first run can be recovered from.
+            checkpoint.output = output.mark()?;
+            if checkpoint.output.is_some() {
+                checkpoint.save(&checkpoint_path)?;
+            }
+        }
+        crate::debug!(
+            "lock {}, checkpoint {}, {}",
+            lock.path().display(),
+            checkpoint_path.display(),
+            settings.describe()
+        );
+        let tenant_id = api.tenant_id.clone();
+        let client = ApiClient::new(api, retry, control.clone())?;
+        let run = Run {
+            job,
+            tallies: settings
+                .sources
+                .iter()
+                .map(|kind| (*kind, SourceTally::default()))
+                .collect(),
+            settings,
+            tenant_id,
+            checkpoint,
+            checkpoint_path,
+            output,
+            client,
+            control,
+            started,
+            seen: HashMap::new(),
+            progress: matches!(job, Job::Backfill { .. }).then(Progress::new),
+            expected_pages: HashMap::new(),
+        };
+        Ok((run, recovered))
+    })();
+    match prepared {
+        Err(err) => (Err(err), None),
+        Ok((mut run, recovered)) => {
+            let result = run.sources(&recovered);
+            let result = run.finish(result);
+            (result, Some(run))
         }
     }
-    crate::debug!(
-        "lock {}, checkpoint {}, {}",
-        lock.path().display(),
-        checkpoint_path.display(),
-        settings.describe()
-    );
-    let tenant_id = api.tenant_id.clone();
-    let client = ApiClient::new(api, retry, control.clone())?;
-    let mut run = Run {
-        job,
-        tallies: settings
-            .sources
-            .iter()
-            .map(|kind| (*kind, SourceTally::default()))
-            .collect(),
-        settings,
-        tenant_id,
-        checkpoint,
-        checkpoint_path,
-        output,
-        client,
-        control,
-        started,
-        seen: HashMap::new(),
-    };
-    let result = run.sources(&recovered);
-    let result = run.finish(result);
-    crate::info!("{}", run.summary(clock.elapsed().as_secs_f64(), &result));
-    result
 }
 
 impl Run {
@@ -412,9 +467,17 @@ impl Run {
         })?;
         self.output.append(&lines)?;
         self.seen.entry(kind).or_default().extend(new_keys);
+        let expected = *self
+            .expected_pages
+            .entry(kind)
+            .or_insert(outcome.total_pages);
         let tally = self.tally(kind);
         tally.pages += 1;
         tally.events += outcome.written;
+        let (pages, events) = (tally.pages, tally.events);
+        if let Some(progress) = &mut self.progress {
+            progress.page(kind, pages, expected, events);
+        }
         Ok(outcome)
     }
 
@@ -446,6 +509,9 @@ impl Run {
     /// The last commit, also after a failure: what the finished slices did
     /// is kept, and `status` can tell how the run ended.
     fn finish(&mut self, result: Result<()>) -> Result<()> {
+        if let Some(progress) = &mut self.progress {
+            progress.end_line();
+        }
         if result.as_ref().is_err_and(|err| {
             crate::error::is_kind(err, ExitKind::Checkpoint)
                 || crate::error::is_kind(err, ExitKind::Io)
@@ -466,7 +532,7 @@ impl Run {
         }
     }
 
-    fn summary(&self, seconds: f64, result: &Result<()>) -> String {
+    fn summary(&self, figures: &RunFigures, result: &Result<()>) -> String {
         let sources: Vec<String> = self
             .tallies
             .iter()
@@ -479,15 +545,15 @@ impl Run {
                 )
             })
             .collect();
-        let stats = &self.client.stats;
         format!(
-            "{} {}: {}; {} requests, {} retries, {} rate-limited, {seconds:.2}s",
+            "{} {}: {}; {} requests, {} retries, {} rate-limited, {:.2}s",
             self.job.name(),
             if result.is_ok() { "done" } else { "stopped" },
             sources.join(", "),
-            stats.requests,
-            stats.retries,
-            stats.rate_limited
+            figures.requests,
+            figures.retries,
+            figures.rate_limited,
+            figures.duration_seconds
         )
     }
 }

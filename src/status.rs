@@ -1,37 +1,93 @@
-//! `cylance-logs status`: the checkpoint, for people or (`--json`) monitoring.
+//! `cylance-logs status`: the checkpoint, for people or (`--json`) monitoring,
+//! and with `--max-age` a Nagios-style freshness check.
 //!
 //! Reads without taking the run lock: the checkpoint is replaced by rename, so
 //! a reader always sees a whole version.
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::StoreSettings;
-use crate::timefmt::display;
+use crate::error::{ExitKind, fail};
+use crate::sources::SourceKind;
+use crate::timefmt::{display, display_duration};
 use anyhow::Result;
+use chrono::Utc;
 use std::io::Write;
+use std::time::Duration;
 
-pub fn show(store: &StoreSettings, json: bool) -> Result<()> {
+/// Prints the status; returns false when `max_age` is given and a source's
+/// last success is older (or missing).
+pub fn show(
+    store: &StoreSettings,
+    json: bool,
+    max_age: Option<Duration>,
+    sources: &[SourceKind],
+) -> Result<bool> {
     let path = checkpoint::path_in(&store.state_dir);
     let checkpoint = Checkpoint::load(&path)?;
-    let text = match (&checkpoint, json) {
-        (_, true) => {
-            let doc = serde_json::json!({
-                "checkpoint_path": path,
-                "checkpoint": checkpoint,
-            });
-            serde_json::to_string_pretty(&doc).expect("serializes") + "\n"
+    let stale = max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age));
+    let text = if json {
+        let doc = serde_json::json!({
+            "checkpoint_path": path,
+            "checkpoint": checkpoint,
+            "stale": stale,
+        });
+        serde_json::to_string_pretty(&doc).expect("serializes") + "\n"
+    } else {
+        let mut text = match &checkpoint {
+            None => format!(
+                "no checkpoint yet in {} (no run has committed there)\n",
+                store.state_dir.display()
+            ),
+            Some(checkpoint) => for_people(checkpoint, &path),
+        };
+        if let (Some(stale), Some(age)) = (&stale, max_age) {
+            text += &if stale.is_empty() {
+                format!(
+                    "OK: every source succeeded within {}\n",
+                    display_duration(age)
+                )
+            } else {
+                format!("CRITICAL: {}\n", stale.join("; "))
+            };
         }
-        (None, false) => format!(
-            "no checkpoint yet in {} (no run has committed there)\n",
-            store.state_dir.display()
-        ),
-        (Some(checkpoint), false) => for_people(checkpoint, &path),
+        text
     };
-    std::io::stdout().write_all(text.as_bytes()).map_err(|e| {
-        crate::error::fail(
-            crate::error::ExitKind::Io,
-            format!("writing to standard output: {e}"),
-        )
-    })
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| fail(ExitKind::Io, format!("writing to standard output: {e}")))?;
+    Ok(stale.is_none_or(|s| s.is_empty()))
+}
+
+/// One reason per source whose last success is missing or older than `max_age`.
+fn stale_sources(
+    checkpoint: Option<&Checkpoint>,
+    sources: &[SourceKind],
+    max_age: Duration,
+) -> Vec<String> {
+    let now = Utc::now();
+    sources
+        .iter()
+        .filter_map(|kind| {
+            let last = checkpoint
+                .and_then(|c| c.source(*kind))
+                .and_then(|s| s.last_success);
+            match last {
+                None => Some(format!("{}: no successful run yet", kind.name())),
+                Some(at) => {
+                    let age = (now - at).to_std().unwrap_or(Duration::ZERO);
+                    (age > max_age).then(|| {
+                        format!(
+                            "{}: last success {} ago, at {} (--max-age {})",
+                            kind.name(),
+                            display_duration(Duration::from_secs(age.as_secs())),
+                            display(at),
+                            display_duration(max_age)
+                        )
+                    })
+                }
+            }
+        })
+        .collect()
 }
 
 fn for_people(checkpoint: &Checkpoint, path: &std::path::Path) -> String {

@@ -83,3 +83,102 @@ fn status_records_a_failed_run() {
         out.stdout
     );
 }
+
+#[test]
+fn status_max_age_is_ok_when_fresh_and_critical_when_stale() {
+    let env = TestEnv::new();
+    let out = env.run(&["status", "--max-age", "15m"]).expect(2);
+    assert!(
+        out.stdout
+            .contains("CRITICAL: threats: no successful run yet"),
+        "{}",
+        out.stdout
+    );
+    env.run(&["poll"]).expect(0);
+    let out = env.run(&["status", "--max-age", "15m"]).expect(0);
+    assert!(
+        out.stdout.contains("OK: every source succeeded within 15m"),
+        "{}",
+        out.stdout
+    );
+    // A last success two hours ago is stale.
+    let mut checkpoint = env.checkpoint();
+    let two_hours_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(2)).to_rfc3339();
+    checkpoint["sources"]["detections"]["last_success"] = two_hours_ago.into();
+    std::fs::write(env.checkpoint_path(), checkpoint.to_string()).unwrap();
+    let out = env.run(&["status", "--max-age", "15m"]).expect(2);
+    assert!(
+        out.stdout
+            .contains("CRITICAL: detections: last success 2h ago"),
+        "{}",
+        out.stdout
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &env.run(&["status", "--json", "--max-age", "15m"])
+            .expect(2)
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["stale"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn metrics_file_reports_each_run_for_node_exporter() {
+    let env = TestEnv::new();
+    let metrics = env.dir.join("cylance.prom");
+    let metrics_arg = metrics.display().to_string();
+    env.fake.add_threats(threats(0, 7, 5));
+    env.run(&["poll", "--metrics-file", &metrics_arg]).expect(0);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let tenant = &env.creds.tenant_id;
+    assert!(
+        text.contains(&format!(
+            "cylance_logs_last_run_exit_code{{tenant_id=\"{tenant}\"}} 0\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "cylance_logs_events_written_total{{tenant_id=\"{tenant}\",source=\"threats\"}} 7\n"
+    )));
+    assert!(text.contains(&format!(
+        "cylance_logs_last_run_requests{{tenant_id=\"{tenant}\"}} 3\n"
+    )));
+    assert!(text.contains("# TYPE cylance_logs_last_success_timestamp_seconds gauge"));
+    // A failed run still reports, with its exit code.
+    env.fake.push_fault("/threats/v2", Fault::Html(503));
+    env.fake.push_fault("/threats/v2", Fault::Html(503));
+    env.fake.push_fault("/threats/v2", Fault::Html(503));
+    env.fake.push_fault("/threats/v2", Fault::Html(503));
+    env.fake.push_fault("/threats/v2", Fault::Html(503));
+    env.run(&["poll", "--metrics-file", &metrics_arg])
+        .expect(75);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains(&format!(
+            "cylance_logs_last_run_exit_code{{tenant_id=\"{tenant}\"}} 75\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "cylance_logs_last_run_retries{{tenant_id=\"{tenant}\"}} 4\n"
+        )),
+        "{text}"
+    );
+    assert!(!env.dir.join("cylance.prom.tmp").exists());
+}
+
+#[test]
+fn backfill_reports_progress_off_a_terminal() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 450, 60));
+    let out = env
+        .run(&["backfill", "--since", "1d", "--sources", "threats"])
+        .expect(0);
+    assert!(
+        out.stderr
+            .contains("backfill threats: page 1/3, 200 events"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,0 +1,169 @@
+//! `--metrics-file`: a Prometheus textfile for node_exporter's textfile
+//! collector, so that an alert fires when polling stops or keeps failing.
+//!
+//! Written at the end of every poll or backfill that got the run lock, also a
+//! failed one (its exit code is the point), by temp file and rename in the
+//! same directory so the collector never reads half a file. A run that could
+//! not get the lock writes nothing: the run holding it will.
+
+use crate::checkpoint::Checkpoint;
+use crate::sources::SourceKind;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// What one run did, for the metrics and the summary line.
+#[derive(Debug, Clone)]
+pub struct RunFigures {
+    pub finished: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub exit_code: u8,
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    /// Events this run wrote, per source.
+    pub events: Vec<(SourceKind, u64)>,
+}
+
+pub fn write(
+    path: &Path,
+    tenant_id: &str,
+    checkpoint: Option<&Checkpoint>,
+    figures: &RunFigures,
+) -> Result<()> {
+    let text = render(tenant_id, checkpoint, figures);
+    let temp = path.with_extension("prom.tmp");
+    std::fs::write(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .with_context(|| format!("writing the metrics file {}", path.display()))
+}
+
+fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures) -> String {
+    let tenant = escape(tenant_id);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP cylance_logs_{name} {help}");
+        let _ = writeln!(out, "# TYPE cylance_logs_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "cylance_logs_{name}{{{labels}}} {value}");
+        }
+    };
+    let run = |value: f64| vec![(format!("tenant_id=\"{tenant}\""), value)];
+    metric(
+        "last_run_exit_code",
+        "gauge",
+        "Exit code of the last run: 0 success, 75 temporary (try again), others need a look.",
+        &run(f64::from(figures.exit_code)),
+    );
+    metric(
+        "last_run_timestamp_seconds",
+        "gauge",
+        "When the last run ended, Unix time.",
+        &run(figures.finished.timestamp() as f64),
+    );
+    metric(
+        "last_run_duration_seconds",
+        "gauge",
+        "How long the last run took.",
+        &run(figures.duration_seconds),
+    );
+    metric(
+        "last_run_requests",
+        "gauge",
+        "HTTP requests the last run made.",
+        &run(figures.requests as f64),
+    );
+    metric(
+        "last_run_retries",
+        "gauge",
+        "Requests the last run retried.",
+        &run(figures.retries as f64),
+    );
+    metric(
+        "last_run_rate_limited",
+        "gauge",
+        "HTTP 429 answers the last run met.",
+        &run(figures.rate_limited as f64),
+    );
+    let per_source = |value: &dyn Fn(SourceKind) -> Option<f64>| -> Vec<(String, f64)> {
+        SourceKind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                let labels = format!("tenant_id=\"{tenant}\",source=\"{}\"", kind.name());
+                value(kind).map(|v| (labels, v))
+            })
+            .collect()
+    };
+    metric(
+        "last_run_events",
+        "gauge",
+        "Events the last run wrote, per source.",
+        &per_source(&|kind| {
+            figures
+                .events
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, n)| *n as f64)
+        }),
+    );
+    let state = |kind: SourceKind| checkpoint.and_then(|c| c.source(kind));
+    metric(
+        "last_success_timestamp_seconds",
+        "gauge",
+        "When a source was last fetched completely, Unix time; alert when it is old.",
+        &per_source(&|kind| {
+            state(kind)
+                .and_then(|s| s.last_success)
+                .map(|t| t.timestamp() as f64)
+        }),
+    );
+    metric(
+        "events_written_total",
+        "counter",
+        "Events written to the output by this state directory, ever.",
+        &per_source(&|kind| state(kind).map(|s| s.events_written as f64)),
+    );
+    out
+}
+
+/// Label values escape backslash, quote and newline (exposition format).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_line_is_name_labels_value() {
+        let figures = RunFigures {
+            finished: Utc::now(),
+            duration_seconds: 0.5,
+            exit_code: 75,
+            requests: 3,
+            retries: 1,
+            rate_limited: 1,
+            events: vec![(SourceKind::Threats, 4)],
+        };
+        let text = render("t\"1", None, &figures);
+        assert!(text.contains("cylance_logs_last_run_exit_code{tenant_id=\"t\\\"1\"} 75\n"));
+        assert!(
+            text.contains(
+                "cylance_logs_last_run_events{tenant_id=\"t\\\"1\",source=\"threats\"} 4\n"
+            )
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(
+                series.starts_with("cylance_logs_") && series.ends_with('}'),
+                "{line}"
+            );
+            value.parse::<f64>().unwrap();
+        }
+    }
+}
