@@ -1,7 +1,9 @@
-//! The Cylance API client: authentication, list pages, retries.
+//! The Cylance API client: authentication, list pages, retries, pacing.
 //!
-//! One access token per run, reused for every page, renewed before it can
-//! expire and once after a 401. Each request has a timeout; transient failures
+//! One access token per run, reused for every page (and every thread),
+//! renewed before it can expire and once after a 401. Every request waits for
+//! its slot under `--max-rps`, so a concurrent backfill never causes a 429 by
+//! itself. Each request has a timeout; transient failures
 //! go through `retry::RetryPolicy`; every other status is turned into a
 //! classified error naming the endpoint. Nothing here logs a header value: the
 //! Authorization header appears as `Bearer <redacted>` at `-vv`.
@@ -14,6 +16,9 @@ use crate::sources::SourceKind;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Largest response body accepted; a page of 200 items is far below it.
@@ -25,35 +30,112 @@ const TOKEN_RENEW_AFTER: Duration = Duration::from_secs(25 * 60);
 /// How much of an unusable body an error message shows.
 const BODY_EXCERPT: usize = 120;
 
-/// Counters for the end-of-run summary line.
-#[derive(Debug, Default, Clone, Serialize)]
+/// Counters for the end-of-run summary line and the metrics; shared by the
+/// threads of a concurrent fetch.
+#[derive(Debug, Default)]
 pub struct Stats {
-    pub requests: u64,
-    pub retries: u64,
-    pub rate_limited: u64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
-/// One list page, borrowed from the response body.
+impl Stats {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The envelope of a list page, borrowed from the response body.
 #[derive(Debug, Deserialize)]
-pub struct Page<'a> {
+struct Envelope<'a> {
+    total_pages: Option<u64>,
+    total_number_of_items: Option<u64>,
+    #[serde(borrow)]
+    page_items: Vec<&'a RawValue>,
+}
+
+/// One list page, owning its body: the items are byte ranges of it, so the
+/// body is parsed once and no item is copied until it is written.
+#[derive(Debug)]
+pub struct Page {
+    body: Vec<u8>,
+    items: Vec<Range<usize>>,
     pub total_pages: Option<u64>,
     pub total_number_of_items: Option<u64>,
-    #[serde(borrow)]
-    pub page_items: Vec<&'a RawValue>,
 }
 
+impl Page {
+    /// Each item's JSON text, in the order the API sent them.
+    pub fn items(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|range| {
+            std::str::from_utf8(&self.body[range.clone()]).expect("checked by the JSON parser")
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[derive(Clone)]
 struct Token {
     bearer: String,
     obtained: Instant,
 }
 
+/// Shared by the threads of a run (`&self` everywhere).
 pub struct ApiClient {
     agent: ureq::Agent,
     settings: ApiSettings,
     retry: RetryPolicy,
     control: RunControl,
-    token: Option<Token>,
+    /// Held while a token is fetched, so concurrent requests wait for the one
+    /// new token rather than each fetching their own.
+    token: Mutex<Option<Token>>,
+    pacer: Pacer,
     pub stats: Stats,
+}
+
+/// Spaces requests at least `1 / max_rps` apart, across threads.
+struct Pacer {
+    interval: Option<Duration>,
+    next_slot: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(max_rps: u32) -> Pacer {
+        Pacer {
+            interval: (max_rps > 0).then(|| Duration::from_secs(1) / max_rps),
+            next_slot: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    fn wait(&self, control: &RunControl) -> Result<()> {
+        let Some(interval) = self.interval else {
+            return Ok(());
+        };
+        let slot = {
+            let mut next = self.next_slot.lock().expect("pacer lock");
+            let slot = (*next).max(Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        control.sleep(slot.saturating_duration_since(Instant::now()))
+    }
 }
 
 #[derive(Serialize)]
@@ -82,7 +164,12 @@ enum Attempt {
 }
 
 impl ApiClient {
-    pub fn new(settings: ApiSettings, retry: RetryPolicy, control: RunControl) -> Result<Self> {
+    pub fn new(
+        settings: ApiSettings,
+        retry: RetryPolicy,
+        max_rps: u32,
+        control: RunControl,
+    ) -> Result<Self> {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(ca_file) = &settings.ca_file {
             tls = tls.root_certs(load_ca_file(ca_file)?);
@@ -99,19 +186,19 @@ impl ApiClient {
             settings,
             retry,
             control,
-            token: None,
+            token: Mutex::new(None),
+            pacer: Pacer::new(max_rps),
             stats: Stats::default(),
         })
     }
 
-    /// Reads one page of a list and hands it to `handle` (which may borrow it).
-    pub fn list_page<R>(
-        &mut self,
+    /// Reads one page of a list (`window` adds the time filter).
+    pub fn fetch_page(
+        &self,
         kind: SourceKind,
         window: &[(&'static str, String)],
         page: u32,
-        handle: impl FnOnce(Page<'_>) -> Result<R>,
-    ) -> Result<R> {
+    ) -> Result<Page> {
         let page_size = kind.page_size();
         let mut query: Vec<(&str, String)> = vec![
             ("page", page.to_string()),
@@ -122,18 +209,35 @@ impl ApiClient {
         let mut malformed = 0;
         loop {
             let answer = self.get_json(kind, &query)?;
-            match serde_json::from_slice::<Page>(&answer.body) {
-                Ok(parsed) => {
-                    if parsed.page_items.len() > page_size as usize {
+            let parsed = serde_json::from_slice::<Envelope>(&answer.body).map(|envelope| {
+                let base = answer.body.as_ptr() as usize;
+                let items: Vec<Range<usize>> = envelope
+                    .page_items
+                    .iter()
+                    .map(|item| {
+                        let start = item.get().as_ptr() as usize - base;
+                        start..start + item.get().len()
+                    })
+                    .collect();
+                (items, envelope.total_pages, envelope.total_number_of_items)
+            });
+            match parsed {
+                Ok((items, total_pages, total_number_of_items)) => {
+                    if items.len() > page_size as usize {
                         return Err(fail(
                             ExitKind::Protocol,
                             format!(
                                 "GET {endpoint} page {page}: {} items in a page of page_size {page_size}",
-                                parsed.page_items.len()
+                                items.len()
                             ),
                         ));
                     }
-                    return handle(parsed);
+                    return Ok(Page {
+                        body: answer.body,
+                        items,
+                        total_pages,
+                        total_number_of_items,
+                    });
                 }
                 Err(err) => {
                     malformed += 1;
@@ -145,7 +249,7 @@ impl ApiClient {
                         return Err(fail(ExitKind::Protocol, why));
                     }
                     crate::warn!("{why}; retrying");
-                    self.stats.retries += 1;
+                    Stats::count(&self.stats.retries);
                     self.control.sleep(self.retry.backoff(malformed))?;
                 }
             }
@@ -154,7 +258,7 @@ impl ApiClient {
 
     /// GET with the token, retrying transient failures; returns a 200 answer or
     /// a classified error.
-    fn get_json(&mut self, kind: SourceKind, query: &[(&str, String)]) -> Result<Answer> {
+    fn get_json(&self, kind: SourceKind, query: &[(&str, String)]) -> Result<Answer> {
         let endpoint = kind.path();
         let url = format!("{}{endpoint}", self.settings.base_url);
         let mut renewed_after_401 = false;
@@ -171,7 +275,7 @@ impl ApiClient {
                     request = request.query(*name, value);
                 }
                 request.call()
-            });
+            })?;
             let answer = match attempt {
                 Attempt::Oversize => return Err(oversize(&format!("GET {endpoint}"))),
                 Attempt::Answer(answer) if answer.status == 200 => return Ok(answer),
@@ -187,7 +291,7 @@ impl ApiClient {
                         ));
                     }
                     crate::debug!("GET {endpoint}: 401, getting a new token and retrying once");
-                    self.token = None;
+                    self.discard_token(&bearer);
                     renewed_after_401 = true;
                     continue;
                 }
@@ -239,7 +343,7 @@ impl ApiClient {
 
     /// Decides the wait before the next attempt, or gives up (exit 75).
     fn next_wait(
-        &mut self,
+        &self,
         attempt: &Attempt,
         waits: &mut Waits,
         what: &str,
@@ -253,7 +357,7 @@ impl ApiClient {
         };
         let wait = match attempt {
             Attempt::Answer(answer) if answer.status == 429 => {
-                self.stats.rate_limited += 1;
+                Stats::count(&self.stats.rate_limited);
                 waits.rate_limited += 1;
                 let told = answer
                     .retry_after
@@ -286,28 +390,39 @@ impl ApiClient {
             )));
         }
         waits.total += wait;
-        self.stats.retries += 1;
+        Stats::count(&self.stats.retries);
         crate::warn!("{what}: {why}; retrying in {:.1}s", wait.as_secs_f64());
         Ok(wait)
     }
 
-    /// The current access token, fetching or renewing it when needed.
-    fn bearer(&mut self) -> Result<String> {
-        if let Some(token) = &self.token {
-            if token.obtained.elapsed() < TOKEN_RENEW_AFTER {
-                return Ok(token.bearer.clone());
+    /// The current access token, fetching or renewing it when needed. The
+    /// lock is held while fetching, so other threads wait for that token.
+    fn bearer(&self) -> Result<String> {
+        let mut token = self.token.lock().expect("token lock");
+        if let Some(current) = token.as_ref() {
+            if current.obtained.elapsed() < TOKEN_RENEW_AFTER {
+                return Ok(current.bearer.clone());
             }
             crate::debug!(
                 "access token is {} s old, renewing it",
-                token.obtained.elapsed().as_secs()
+                current.obtained.elapsed().as_secs()
             );
         }
         let bearer = self.fetch_token()?;
-        self.token = Some(Token {
+        *token = Some(Token {
             bearer: bearer.clone(),
             obtained: Instant::now(),
         });
         Ok(bearer)
+    }
+
+    /// Forgets a token the API refused, unless another thread has already
+    /// replaced it.
+    fn discard_token(&self, refused: &str) {
+        let mut token = self.token.lock().expect("token lock");
+        if token.as_ref().is_some_and(|t| t.bearer == refused) {
+            *token = None;
+        }
     }
 
     fn sign_jwt(&self) -> Result<String> {
@@ -330,7 +445,7 @@ impl ApiClient {
         .context("signing the authentication JWT")
     }
 
-    fn fetch_token(&mut self) -> Result<String> {
+    fn fetch_token(&self) -> Result<String> {
         const ENDPOINT: &str = "/auth/v2/token";
         let url = format!("{}{ENDPOINT}", self.settings.base_url);
         let mut waits = Waits::default();
@@ -344,7 +459,7 @@ impl ApiClient {
                     .header("Content-Type", "application/json; charset=utf-8")
                     .header("Accept", "application/json")
                     .send(body.as_bytes())
-            });
+            })?;
             let why = match &attempt {
                 Attempt::Oversize => return Err(oversize(&format!("POST {ENDPOINT}"))),
                 Attempt::Answer(answer) if answer.status == 200 => {
@@ -399,12 +514,13 @@ impl ApiClient {
 
     /// Makes one attempt and reads its answer whole (bounded), logging it.
     fn send(
-        &mut self,
+        &self,
         endpoint: &str,
         query: &[(&str, String)],
         call: impl FnOnce() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Attempt {
-        self.stats.requests += 1;
+    ) -> Result<Attempt> {
+        self.pacer.wait(&self.control)?;
+        Stats::count(&self.stats.requests);
         let started = Instant::now();
         let method = if query.is_empty() { "POST" } else { "GET" };
         let shown_query = query
@@ -459,7 +575,7 @@ impl ApiClient {
             }
             Attempt::Oversize => crate::debug!("{method} {shown} -> body over {MAX_BODY} bytes"),
         }
-        attempt
+        Ok(attempt)
     }
 }
 

@@ -20,17 +20,15 @@ pub fn check(
         "api: {} (tenant {}, app {})",
         api.base_url, api.tenant_id, api.app_id
     );
-    let mut client = ApiClient::new(api, retry, control)?;
+    let client = ApiClient::new(api, retry, settings.max_rps, control)?;
     for kind in &settings.sources {
-        let (total, newest) = client.list_page(*kind, &[], 1, |page| {
-            let newest = page
-                .page_items
-                .iter()
-                .filter_map(|item| kind.meta(item).ok())
-                .map(|meta| meta.time)
-                .max();
-            Ok((page.total_number_of_items, newest))
-        })?;
+        let page = client.fetch_page(*kind, &[], 1)?;
+        let newest = page
+            .items()
+            .filter_map(|item| kind.meta(item).ok())
+            .map(|meta| meta.time)
+            .max();
+        let total = page.total_number_of_items;
         println!(
             "{}: ok, {} items in all, newest {} {}",
             kind.name(),

@@ -141,6 +141,16 @@ pub struct GlobalOptions {
     #[arg(long, global = true, value_name = "DURATION")]
     pub max_runtime: Option<String>,
 
+    /// List pages fetched at once within a window; pages are still written in order.
+    /// Default: 4. [env: CYLANCE_LOGS_CONCURRENCY]
+    #[arg(long, global = true, value_name = "N")]
+    pub concurrency: Option<String>,
+
+    /// Requests per second at most (all threads together), so that a backfill stays under
+    /// the API's rate limit; 0 means no limit. Default: 10. [env: CYLANCE_LOGS_MAX_RPS]
+    #[arg(long, global = true, value_name = "N")]
+    pub max_rps: Option<String>,
+
     /// Write run metrics for Prometheus's node_exporter textfile collector to this file
     /// (replaced atomically at the end of each poll or backfill): last success per source,
     /// events written, last exit code, duration, requests, retries. Default: none.

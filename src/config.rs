@@ -83,6 +83,10 @@ pub struct RunSettings {
     pub lock_wait: Duration,
     /// `None`: no limit.
     pub max_runtime: Option<Duration>,
+    /// List pages fetched at once within a window (backfills, long polls).
+    pub concurrency: u32,
+    /// Requests per second at most, across threads; 0: no limit.
+    pub max_rps: u32,
 }
 
 /// Regions and their hosts, from the API notes.
@@ -176,6 +180,22 @@ impl<'a> Resolver<'a> {
             Some((text, origin)) => {
                 parse_duration(&text).map_err(|why| config_error(format!("{origin}: {why}")))
             }
+        }
+    }
+
+    fn count(
+        &self,
+        flag_value: &Option<String>,
+        flag: &'static str,
+        var: &'static str,
+        default: u32,
+    ) -> Result<u32> {
+        match self.lookup(flag_value, flag, var)? {
+            None => Ok(default),
+            Some((text, origin)) => text
+                .trim()
+                .parse()
+                .map_err(|_| config_error(format!("{origin}: '{text}' is not a whole number"))),
         }
     }
 
@@ -359,12 +379,26 @@ impl<'a> Resolver<'a> {
                     (!d.is_zero()).then_some(d)
                 }
             };
+        let concurrency = self.count(
+            &o.concurrency,
+            "--concurrency",
+            "CYLANCE_LOGS_CONCURRENCY",
+            4,
+        )?;
+        if concurrency == 0 {
+            return Err(config_error(
+                "--concurrency (or $CYLANCE_LOGS_CONCURRENCY) must be at least 1".into(),
+            ));
+        }
+        let max_rps = self.count(&o.max_rps, "--max-rps", "CYLANCE_LOGS_MAX_RPS", 10)?;
         Ok(RunSettings {
             sources,
             initial_lookback,
             overlap,
             lock_wait,
             max_runtime,
+            concurrency,
+            max_rps,
         })
     }
 }

@@ -19,7 +19,6 @@ use crate::sources::{LineHead, SourceKind};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -362,8 +361,7 @@ fn own_event(line: &[u8], tenant_id: &str) -> Option<RecoveredEvent> {
         return None;
     }
     let kind = SourceKind::from_event_type(head.event_type.as_deref()?)?;
-    let raw: &RawValue = serde_json::from_slice(line).ok()?;
-    let meta = kind.meta(raw).ok()?;
+    let meta = kind.meta(std::str::from_utf8(line).ok()?).ok()?;
     Some(RecoveredEvent {
         kind,
         key: meta.key,

@@ -15,7 +15,7 @@
 //! where it stopped. Nothing is committed for half a slice; what half a slice
 //! wrote is found again by the output's crash recovery.
 
-use crate::api::ApiClient;
+use crate::api::{ApiClient, Page};
 use crate::checkpoint::{self, Checkpoint, RunRecord, SourceState};
 use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
@@ -29,8 +29,9 @@ use crate::sources::{SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line};
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 /// A window whose first page reports more pages than this is split in two,
@@ -99,7 +100,7 @@ struct Run {
     checkpoint: Checkpoint,
     checkpoint_path: PathBuf,
     output: Output,
-    client: ApiClient,
+    client: Arc<ApiClient>,
     control: RunControl,
     started: DateTime<Utc>,
     tallies: Vec<(SourceKind, SourceTally)>,
@@ -129,9 +130,9 @@ pub fn run_job(
         finished: Utc::now(),
         duration_seconds: clock.elapsed().as_secs_f64(),
         exit_code: result.as_ref().map_or_else(exit_code_of, |()| 0),
-        requests: run.as_ref().map_or(0, |r| r.client.stats.requests),
-        retries: run.as_ref().map_or(0, |r| r.client.stats.retries),
-        rate_limited: run.as_ref().map_or(0, |r| r.client.stats.rate_limited),
+        requests: run.as_ref().map_or(0, |r| r.client.stats.requests()),
+        retries: run.as_ref().map_or(0, |r| r.client.stats.retries()),
+        rate_limited: run.as_ref().map_or(0, |r| r.client.stats.rate_limited()),
         events: run.as_ref().map_or_else(Vec::new, |r| {
             r.tallies
                 .iter()
@@ -202,7 +203,12 @@ fn run_locked(
             settings.describe()
         );
         let tenant_id = api.tenant_id.clone();
-        let client = ApiClient::new(api, retry, control.clone())?;
+        let client = Arc::new(ApiClient::new(
+            api,
+            retry,
+            settings.max_rps,
+            control.clone(),
+        )?);
         let run = Run {
             job,
             tallies: settings
@@ -337,7 +343,9 @@ impl Run {
     ) -> Result<()> {
         self.control.check()?;
         let window = kind.window_query(start, end);
-        let first = self.fetch_page(kind, &window, start, end, 1)?;
+        let first_page = self.client.fetch_page(kind, &window, 1)?;
+        let first = self.process_page(kind, start, end, 1, &first_page)?;
+        drop(first_page);
         let mut written = first.written;
         let too_big = first.more
             && first.total_pages > MAX_PAGES_PER_SLICE
@@ -358,21 +366,15 @@ impl Run {
                 Direction::NewestFirst => [(middle, end), (start, middle)],
             };
             // What the first page wrote counts towards the half it fell in;
-            // counting it once with the first half keeps the totals right.
+            // counting it once here keeps the totals right.
             self.checkpoint_state(kind).events_written += written;
             for (from, to) in halves {
                 self.walk(kind, from, to, direction)?;
             }
             return Ok(());
         }
-        let mut more = first.more && !first.stop;
-        let mut page = 1;
-        while more {
-            page += 1;
-            self.control.check()?;
-            let next = self.fetch_page(kind, &window, start, end, page)?;
-            written += next.written;
-            more = next.more && !next.stop;
+        if first.more && !first.stop {
+            written += self.fetch_rest(kind, &window, start, end, first.total_pages)?;
         }
         self.slice_done(kind, start, end, written)
     }
@@ -416,55 +418,106 @@ impl Run {
             .expect("poll_source and backfill_source create the state first")
     }
 
-    /// Reads one page, keeps exactly `[start, end)`, skips keys already
-    /// written, appends the rest in one locked write. Keys count as written
-    /// only once the append succeeded.
-    fn fetch_page(
+    /// Pages 2 and on of a window: up to `--concurrency` requests in flight
+    /// (each paced by `--max-rps`), processed strictly in page order. Pages
+    /// fetched past the point where the list ends (or, newest first, leaves
+    /// the window) are dropped unread.
+    fn fetch_rest(
         &mut self,
         kind: SourceKind,
         window: &[(&'static str, String)],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-        page: u32,
+        total_pages: u64,
+    ) -> Result<u64> {
+        let client = Arc::clone(&self.client);
+        let concurrency = self.settings.concurrency as usize;
+        std::thread::scope(|scope| {
+            let (sender, receiver) = mpsc::channel::<(u32, Result<Page>)>();
+            let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
+            let (mut next_request, mut next_process, mut in_flight) = (2u32, 2u32, 0usize);
+            let mut last_page = total_pages;
+            let mut written = 0;
+            loop {
+                while in_flight < concurrency && u64::from(next_request) <= last_page {
+                    self.control.check()?;
+                    let (client, sender, window) =
+                        (Arc::clone(&client), sender.clone(), window.to_vec());
+                    let page = next_request;
+                    scope.spawn(move || {
+                        // The receiver is gone only when the run stopped early.
+                        let _ = sender.send((page, client.fetch_page(kind, &window, page)));
+                    });
+                    next_request += 1;
+                    in_flight += 1;
+                }
+                if in_flight == 0 {
+                    return Ok(written);
+                }
+                let (page, fetched) = receiver.recv().expect("every fetch thread sends once");
+                in_flight -= 1;
+                arrived.insert(page, fetched);
+                while let Some(fetched) = arrived.remove(&next_process) {
+                    let outcome = self.process_page(kind, start, end, next_process, &fetched?)?;
+                    written += outcome.written;
+                    next_process += 1;
+                    if !outcome.more || outcome.stop {
+                        return Ok(written);
+                    }
+                    // The total may change between pages: follow the latest,
+                    // and without one, go on until an empty page.
+                    last_page = outcome.total_pages.max(u64::from(next_process));
+                }
+            }
+        })
+    }
+
+    /// Keeps exactly `[start, end)` of one page, skips keys already written,
+    /// appends the rest in one locked write. Keys count as written only once
+    /// the append succeeded.
+    fn process_page(
+        &mut self,
+        kind: SourceKind,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        number: u32,
+        page: &Page,
     ) -> Result<PageOutcome> {
         let prefix = line_prefix(kind, &self.tenant_id);
         let (padded_start, padded_end) = (start - SERVER_WINDOW_PAD, end + SERVER_WINDOW_PAD);
         let seen = self.seen.entry(kind).or_default();
         let mut lines = Vec::new();
         let mut new_keys: Seen = HashMap::new();
-        let outcome = self.client.list_page(kind, window, page, |parsed| {
-            let mut outcome = PageOutcome {
-                more: !parsed.page_items.is_empty()
-                    && parsed
-                        .total_pages
-                        .is_none_or(|total| u64::from(page) < total),
-                total_pages: parsed.total_pages.unwrap_or(0),
-                ..PageOutcome::default()
-            };
-            for item in &parsed.page_items {
-                let meta = kind.meta(item).map_err(|why| {
-                    fail(
-                        ExitKind::Protocol,
-                        format!("GET {} page {page}: {why}", kind.path()),
-                    )
-                })?;
-                outcome.outside_window |= meta.time < padded_start || meta.time >= padded_end;
-                // Newest first: once an item is older than the window, so is
-                // everything after it.
-                outcome.stop |= kind.newest_first() && meta.time < start;
-                if meta.time < start
-                    || meta.time >= end
-                    || seen.contains_key(&meta.key)
-                    || new_keys.contains_key(&meta.key)
-                {
-                    continue;
-                }
-                new_keys.insert(meta.key, meta.time);
-                push_line(&mut lines, &prefix, item);
-                outcome.written += 1;
+        let mut outcome = PageOutcome {
+            more: !page.is_empty()
+                && page
+                    .total_pages
+                    .is_none_or(|total| u64::from(number) < total),
+            total_pages: page.total_pages.unwrap_or(0),
+            ..PageOutcome::default()
+        };
+        for item in page.items() {
+            let meta = kind.meta(item).map_err(|why| {
+                fail(
+                    ExitKind::Protocol,
+                    format!("GET {} page {number}: {why}", kind.path()),
+                )
+            })?;
+            outcome.outside_window |= meta.time < padded_start || meta.time >= padded_end;
+            // Newest first: once an item is older than the window, so is
+            // everything after it.
+            outcome.stop |= kind.newest_first() && meta.time < start;
+            if meta.time < start
+                || meta.time >= end
+                || seen.contains_key(&meta.key)
+                || new_keys.contains_key(&meta.key)
+            {
+                continue;
             }
-            Ok(outcome)
-        })?;
+            new_keys.insert(meta.key, meta.time);
+            push_line(&mut lines, &prefix, item);
+            outcome.written += 1;
+        }
         self.output.append(&lines)?;
         self.seen.entry(kind).or_default().extend(new_keys);
         let expected = *self

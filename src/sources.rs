@@ -8,7 +8,6 @@
 use crate::timefmt::{detection_query_time, parse_api_time, threat_query_time};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,10 +121,10 @@ impl SourceKind {
     /// The dedupe key and the window time of one item. The threat key is
     /// `sha256` + `last_found` (a file found again later is a new event); the
     /// detection key is its stable `Id`.
-    pub fn meta(self, item: &RawValue) -> Result<ItemMeta, String> {
+    pub fn meta(self, item: &str) -> Result<ItemMeta, String> {
         match self {
             SourceKind::Threats => {
-                let fields: ThreatFields = serde_json::from_str(item.get()).map_err(|err| {
+                let fields: ThreatFields = serde_json::from_str(item).map_err(|err| {
                     format!("threat item is not an object with sha256 and last_found: {err}")
                 })?;
                 let sha256 = fields.sha256.ok_or("threat item without sha256")?;
@@ -142,7 +141,7 @@ impl SourceKind {
                 })
             }
             SourceKind::Detections => {
-                let fields: DetectionFields = serde_json::from_str(item.get()).map_err(|err| {
+                let fields: DetectionFields = serde_json::from_str(item).map_err(|err| {
                     format!("detection item is not an object with Id and ReceivedTime: {err}")
                 })?;
                 let id = fields.id.ok_or("detection item without Id")?;
@@ -189,8 +188,8 @@ pub fn line_prefix(kind: SourceKind, tenant_id: &str) -> String {
 /// Appends one output line (with its newline) for an item to `out`. The item's
 /// own bytes are kept; a raw newline can only be whitespace between tokens in
 /// valid JSON, so folding it to a space keeps the line one line.
-pub fn push_line(out: &mut Vec<u8>, prefix: &str, item: &RawValue) {
-    let text = item.get().trim_start();
+pub fn push_line(out: &mut Vec<u8>, prefix: &str, item: &str) {
+    let text = item.trim_start();
     let body = text.strip_prefix('{').unwrap_or(text).trim_start();
     out.extend_from_slice(prefix.as_bytes());
     if !body.starts_with('}') {
@@ -219,8 +218,8 @@ pub struct LineHead<'a> {
 mod tests {
     use super::*;
 
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_string()).unwrap()
+    fn raw(text: &str) -> &str {
+        text
     }
 
     #[test]
@@ -230,14 +229,14 @@ mod tests {
         push_line(
             &mut out,
             &prefix,
-            &raw("{\"name\": \"a.exe\",\n \"score\": 1.0}"),
+            raw("{\"name\": \"a.exe\",\n \"score\": 1.0}"),
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"event_type\":\"threat\",\"tenant_id\":\"t-1\",\"name\": \"a.exe\",  \"score\": 1.0}\n"
         );
         let mut empty = Vec::new();
-        push_line(&mut empty, &prefix, &raw("{ }"));
+        push_line(&mut empty, &prefix, raw("{ }"));
         let parsed: serde_json::Value = serde_json::from_slice(&empty).unwrap();
         assert_eq!(parsed["tenant_id"], "t-1");
     }
@@ -245,20 +244,16 @@ mod tests {
     #[test]
     fn threat_key_is_sha256_and_last_found_in_any_spelling() {
         let a = SourceKind::Threats
-            .meta(&raw(
-                r#"{"sha256":"AB","last_found":"2018-01-21T15:45:46"}"#,
-            ))
+            .meta(raw(r#"{"sha256":"AB","last_found":"2018-01-21T15:45:46"}"#))
             .unwrap();
         let b = SourceKind::Threats
-            .meta(&raw(
+            .meta(raw(
                 r#"{"sha256":"ab","last_found":"2018-01-21T15:45:46.000Z"}"#,
             ))
             .unwrap();
         assert_eq!(a, b);
         let later = SourceKind::Threats
-            .meta(&raw(
-                r#"{"sha256":"ab","last_found":"2018-01-21T15:45:47"}"#,
-            ))
+            .meta(raw(r#"{"sha256":"ab","last_found":"2018-01-21T15:45:47"}"#))
             .unwrap();
         assert_ne!(a.key, later.key);
     }
@@ -266,9 +261,9 @@ mod tests {
     #[test]
     fn items_without_key_fields_are_refused_with_a_reason() {
         let err = SourceKind::Detections
-            .meta(&raw(r#"{"ReceivedTime":"2024-05-14T09:00:00.000Z"}"#))
+            .meta(raw(r#"{"ReceivedTime":"2024-05-14T09:00:00.000Z"}"#))
             .unwrap_err();
         assert_eq!(err, "detection item without Id");
-        assert!(SourceKind::Threats.meta(&raw("[1]")).is_err());
+        assert!(SourceKind::Threats.meta(raw("[1]")).is_err());
     }
 }

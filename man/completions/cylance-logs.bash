@@ -53,7 +53,7 @@ _cylance__logs() {
 
     case "${cmd}" in
         cylance__logs)
-            opts="-v -h -V --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --metrics-file --verbose --help --version poll backfill check status help"
+            opts="-v -h -V --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help --version poll backfill check status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -115,6 +115,14 @@ _cylance__logs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-rps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --metrics-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -127,7 +135,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__backfill)
-            opts="-v -h --since --until --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --metrics-file --verbose --help"
+            opts="-v -h --since --until --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -197,6 +205,14 @@ _cylance__logs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-rps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --metrics-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -209,7 +225,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__check)
-            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --metrics-file --verbose --help"
+            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -268,6 +284,14 @@ _cylance__logs() {
                     return 0
                     ;;
                 --max-runtime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-rps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -367,7 +391,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__poll)
-            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --metrics-file --verbose --help"
+            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -429,6 +453,14 @@ _cylance__logs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-rps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --metrics-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -441,7 +473,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__status)
-            opts="-v -h --json --max-age --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --metrics-file --verbose --help"
+            opts="-v -h --json --max-age --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -504,6 +536,14 @@ _cylance__logs() {
                     return 0
                     ;;
                 --max-runtime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-rps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

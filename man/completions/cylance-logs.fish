@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_cylance_logs_global_optspecs
-    string join \n app-id= tenant-id= app-secret-file= region= api-url= ca-file= output= state-dir= sources= initial-lookback= overlap= timeout= lock-wait= max-runtime= metrics-file= v/verbose h/help V/version
+    string join \n app-id= tenant-id= app-secret-file= region= api-url= ca-file= output= state-dir= sources= initial-lookback= overlap= timeout= lock-wait= max-runtime= concurrency= max-rps= metrics-file= v/verbose h/help V/version
 end
 
 function __fish_cylance_logs_needs_command
@@ -38,6 +38,8 @@ complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -l overlap -d 'H
 complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -l timeout -d 'Timeout of each HTTP request. Default: 30s. [env: CYLANCE_LOGS_TIMEOUT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -l lock-wait -d 'Wait this long for another run on the same state directory to finish, instead of exiting 75 at once. Default: 0s. [env: CYLANCE_LOGS_LOCK_WAIT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -l max-runtime -d 'Stop fetching after this long, commit what was written and exit 75; 0 means no limit. Default: 50s for poll (under the timer\'s minute), no limit for backfill. [env: CYLANCE_LOGS_MAX_RUNTIME]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -l concurrency -d 'List pages fetched at once within a window; pages are still written in order. Default: 4. [env: CYLANCE_LOGS_CONCURRENCY]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -l max-rps -d 'Requests per second at most (all threads together), so that a backfill stays under the API\'s rate limit; 0 means no limit. Default: 10. [env: CYLANCE_LOGS_MAX_RPS]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -l metrics-file -d 'Write run metrics for Prometheus\'s node_exporter textfile collector to this file (replaced atomically at the end of each poll or backfill): last success per source, events written, last exit code, duration, requests, retries. Default: none. [env: CYLANCE_LOGS_METRICS_FILE]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -s v -l verbose -d 'More detail on stderr: -v shows each request, -vv adds response sizes'
 complete -c cylance-logs -n "__fish_cylance_logs_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -61,6 +63,8 @@ complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -l overl
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -l timeout -d 'Timeout of each HTTP request. Default: 30s. [env: CYLANCE_LOGS_TIMEOUT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -l lock-wait -d 'Wait this long for another run on the same state directory to finish, instead of exiting 75 at once. Default: 0s. [env: CYLANCE_LOGS_LOCK_WAIT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -l max-runtime -d 'Stop fetching after this long, commit what was written and exit 75; 0 means no limit. Default: 50s for poll (under the timer\'s minute), no limit for backfill. [env: CYLANCE_LOGS_MAX_RUNTIME]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -l concurrency -d 'List pages fetched at once within a window; pages are still written in order. Default: 4. [env: CYLANCE_LOGS_CONCURRENCY]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -l max-rps -d 'Requests per second at most (all threads together), so that a backfill stays under the API\'s rate limit; 0 means no limit. Default: 10. [env: CYLANCE_LOGS_MAX_RPS]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -l metrics-file -d 'Write run metrics for Prometheus\'s node_exporter textfile collector to this file (replaced atomically at the end of each poll or backfill): last success per source, events written, last exit code, duration, requests, retries. Default: none. [env: CYLANCE_LOGS_METRICS_FILE]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -s v -l verbose -d 'More detail on stderr: -v shows each request, -vv adds response sizes'
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand poll" -s h -l help -d 'Print help'
@@ -80,6 +84,8 @@ complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -l o
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -l timeout -d 'Timeout of each HTTP request. Default: 30s. [env: CYLANCE_LOGS_TIMEOUT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -l lock-wait -d 'Wait this long for another run on the same state directory to finish, instead of exiting 75 at once. Default: 0s. [env: CYLANCE_LOGS_LOCK_WAIT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -l max-runtime -d 'Stop fetching after this long, commit what was written and exit 75; 0 means no limit. Default: 50s for poll (under the timer\'s minute), no limit for backfill. [env: CYLANCE_LOGS_MAX_RUNTIME]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -l concurrency -d 'List pages fetched at once within a window; pages are still written in order. Default: 4. [env: CYLANCE_LOGS_CONCURRENCY]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -l max-rps -d 'Requests per second at most (all threads together), so that a backfill stays under the API\'s rate limit; 0 means no limit. Default: 10. [env: CYLANCE_LOGS_MAX_RPS]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -l metrics-file -d 'Write run metrics for Prometheus\'s node_exporter textfile collector to this file (replaced atomically at the end of each poll or backfill): last success per source, events written, last exit code, duration, requests, retries. Default: none. [env: CYLANCE_LOGS_METRICS_FILE]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -s v -l verbose -d 'More detail on stderr: -v shows each request, -vv adds response sizes'
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand backfill" -s h -l help -d 'Print help'
@@ -97,6 +103,8 @@ complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -l over
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -l timeout -d 'Timeout of each HTTP request. Default: 30s. [env: CYLANCE_LOGS_TIMEOUT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -l lock-wait -d 'Wait this long for another run on the same state directory to finish, instead of exiting 75 at once. Default: 0s. [env: CYLANCE_LOGS_LOCK_WAIT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -l max-runtime -d 'Stop fetching after this long, commit what was written and exit 75; 0 means no limit. Default: 50s for poll (under the timer\'s minute), no limit for backfill. [env: CYLANCE_LOGS_MAX_RUNTIME]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -l concurrency -d 'List pages fetched at once within a window; pages are still written in order. Default: 4. [env: CYLANCE_LOGS_CONCURRENCY]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -l max-rps -d 'Requests per second at most (all threads together), so that a backfill stays under the API\'s rate limit; 0 means no limit. Default: 10. [env: CYLANCE_LOGS_MAX_RPS]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -l metrics-file -d 'Write run metrics for Prometheus\'s node_exporter textfile collector to this file (replaced atomically at the end of each poll or backfill): last success per source, events written, last exit code, duration, requests, retries. Default: none. [env: CYLANCE_LOGS_METRICS_FILE]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -s v -l verbose -d 'More detail on stderr: -v shows each request, -vv adds response sizes'
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand check" -s h -l help -d 'Print help'
@@ -115,6 +123,8 @@ complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l ove
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l timeout -d 'Timeout of each HTTP request. Default: 30s. [env: CYLANCE_LOGS_TIMEOUT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l lock-wait -d 'Wait this long for another run on the same state directory to finish, instead of exiting 75 at once. Default: 0s. [env: CYLANCE_LOGS_LOCK_WAIT]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l max-runtime -d 'Stop fetching after this long, commit what was written and exit 75; 0 means no limit. Default: 50s for poll (under the timer\'s minute), no limit for backfill. [env: CYLANCE_LOGS_MAX_RUNTIME]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l concurrency -d 'List pages fetched at once within a window; pages are still written in order. Default: 4. [env: CYLANCE_LOGS_CONCURRENCY]' -r
+complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l max-rps -d 'Requests per second at most (all threads together), so that a backfill stays under the API\'s rate limit; 0 means no limit. Default: 10. [env: CYLANCE_LOGS_MAX_RPS]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l metrics-file -d 'Write run metrics for Prometheus\'s node_exporter textfile collector to this file (replaced atomically at the end of each poll or backfill): last success per source, events written, last exit code, duration, requests, retries. Default: none. [env: CYLANCE_LOGS_METRICS_FILE]' -r
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -l json -d 'Print the checkpoint as JSON, for monitoring'
 complete -c cylance-logs -n "__fish_cylance_logs_using_subcommand status" -s v -l verbose -d 'More detail on stderr: -v shows each request, -vv adds response sizes'

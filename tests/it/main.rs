@@ -13,4 +13,6 @@ mod crash;
 mod exit_codes;
 mod faults;
 mod local_state;
+mod man;
+mod pacing;
 mod poll;

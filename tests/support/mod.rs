@@ -99,6 +99,8 @@ impl TestEnv {
         cmd.env_clear()
             .env("HOME", &self.dir)
             .env("CYLANCE_LOGS_BACKOFF_BASE", "10ms")
+            // Unpaced, so many-page tests stay fast; pacing has its own tests.
+            .env("CYLANCE_LOGS_MAX_RPS", "0")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
