@@ -16,6 +16,7 @@ use crate::sources::SourceKind;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +68,8 @@ struct Envelope<'a> {
 /// body is parsed once and no item is copied until it is written.
 #[derive(Debug)]
 pub struct Page {
-    body: Vec<u8>,
+    /// Checked UTF-8 once, so items are sliced out without checking again.
+    body: String,
     items: Vec<Range<usize>>,
     pub total_pages: Option<u64>,
     pub total_number_of_items: Option<u64>,
@@ -76,9 +78,7 @@ pub struct Page {
 impl Page {
     /// Each item's JSON text, in the order the API sent them.
     pub fn items(&self) -> impl Iterator<Item = &str> {
-        self.items.iter().map(|range| {
-            std::str::from_utf8(&self.body[range.clone()]).expect("checked by the JSON parser")
-        })
+        self.items.iter().map(|range| &self.body[range.clone()])
     }
 
     pub fn len(&self) -> usize {
@@ -87,6 +87,11 @@ impl Page {
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// Bytes of the whole answer, to size buffers.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
     }
 }
 
@@ -109,29 +114,96 @@ pub struct ApiClient {
     pub stats: Stats,
 }
 
-/// Spaces requests at least `1 / max_rps` apart, across threads.
+/// Resolves each host once per run. ureq's default resolver looks the name up
+/// again for every request, each time on a new thread (so that the lookup can
+/// time out); a run talks to one host, so one lookup serves all its requests.
+/// An IP address needs no lookup at all.
+#[derive(Debug, Default)]
+struct OncePerRunResolver {
+    lookup: ureq::unversioned::resolver::DefaultResolver,
+    known: Mutex<Vec<(String, ureq::unversioned::resolver::ResolvedSocketAddrs)>>,
+}
+
+impl ureq::unversioned::resolver::Resolver for OncePerRunResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        if let Some((_, addrs)) = self
+            .known
+            .lock()
+            .expect("resolver lock")
+            .iter()
+            .find(|(a, _)| *a == authority)
+        {
+            return Ok(addrs.clone());
+        }
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        let addrs = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                let mut addrs = self.empty();
+                addrs.push(std::net::SocketAddr::new(ip, port));
+                addrs
+            }
+            Err(_) => self.lookup.resolve(uri, config, timeout)?,
+        };
+        self.known
+            .lock()
+            .expect("resolver lock")
+            .push((authority, addrs.clone()));
+        Ok(addrs)
+    }
+}
+
+/// At most `max_rps` requests in any one-second window, across threads: a
+/// short run (an idle poll's three requests) goes out at once, a long one is
+/// held to the rate. Keeps the start times of the last `max_rps` requests.
 struct Pacer {
-    interval: Option<Duration>,
-    next_slot: Mutex<Instant>,
+    max_rps: usize,
+    recent: Mutex<VecDeque<Instant>>,
 }
 
 impl Pacer {
     fn new(max_rps: u32) -> Pacer {
         Pacer {
-            interval: (max_rps > 0).then(|| Duration::from_secs(1) / max_rps),
-            next_slot: Mutex::new(Instant::now()),
+            max_rps: max_rps as usize,
+            recent: Mutex::new(VecDeque::with_capacity(max_rps as usize)),
         }
     }
 
-    /// Waits for this request's slot.
+    /// Waits for this request's slot: a second after the request `max_rps`
+    /// requests back.
     fn wait(&self, control: &RunControl) -> Result<()> {
-        let Some(interval) = self.interval else {
+        if self.max_rps == 0 {
             return Ok(());
-        };
+        }
         let slot = {
-            let mut next = self.next_slot.lock().expect("pacer lock");
-            let slot = (*next).max(Instant::now());
-            *next = slot + interval;
+            let mut recent = self.recent.lock().expect("pacer lock");
+            let now = Instant::now();
+            let slot = if recent.len() < self.max_rps {
+                now
+            } else {
+                let oldest = recent.pop_front().expect("the queue is full");
+                (oldest + Duration::from_secs(1)).max(now)
+            };
+            recent.push_back(slot);
             slot
         };
         control.sleep(slot.saturating_duration_since(Instant::now()))
@@ -174,13 +246,17 @@ impl ApiClient {
         if let Some(ca_file) = &settings.ca_file {
             tls = tls.root_certs(load_ca_file(ca_file)?);
         }
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(settings.timeout))
             .user_agent(concat!("cylance-logs/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            OncePerRunResolver::default(),
+        );
         Ok(ApiClient {
             agent,
             settings,
@@ -197,11 +273,11 @@ impl ApiClient {
         &self,
         kind: SourceKind,
         window: &[(&'static str, String)],
-        page: u32,
+        page_number: u32,
     ) -> Result<Page> {
         let page_size = kind.page_size();
         let mut query: Vec<(&str, String)> = vec![
-            ("page", page.to_string()),
+            ("page", page_number.to_string()),
             ("page_size", page_size.to_string()),
         ];
         query.extend(window.iter().cloned());
@@ -209,41 +285,24 @@ impl ApiClient {
         let mut malformed = 0;
         loop {
             let answer = self.get_json(kind, &query)?;
-            let parsed = serde_json::from_slice::<Envelope>(&answer.body).map(|envelope| {
-                let base = answer.body.as_ptr() as usize;
-                let items: Vec<Range<usize>> = envelope
-                    .page_items
-                    .iter()
-                    .map(|item| {
-                        let start = item.get().as_ptr() as usize - base;
-                        start..start + item.get().len()
-                    })
-                    .collect();
-                (items, envelope.total_pages, envelope.total_number_of_items)
-            });
-            match parsed {
-                Ok((items, total_pages, total_number_of_items)) => {
-                    if items.len() > page_size as usize {
+            match parse_page(answer.body) {
+                Ok(page) => {
+                    if page.len() > page_size as usize {
                         return Err(fail(
                             ExitKind::Protocol,
                             format!(
-                                "GET {endpoint} page {page}: {} items in a page of page_size {page_size}",
-                                items.len()
+                                "GET {endpoint} page {page_number}: {} items in a page of page_size {page_size}",
+                                page.len()
                             ),
                         ));
                     }
-                    return Ok(Page {
-                        body: answer.body,
-                        items,
-                        total_pages,
-                        total_number_of_items,
-                    });
+                    return Ok(page);
                 }
-                Err(err) => {
+                Err((err, body)) => {
                     malformed += 1;
                     let why = format!(
-                        "GET {endpoint} page {page}: the answer is not a page ({err}); body starts: {}",
-                        excerpt(&answer.body)
+                        "GET {endpoint} page {page_number}: the answer is not a page ({err}); body starts: {}",
+                        excerpt(&body)
                     );
                     if malformed >= self.retry.malformed_attempts {
                         return Err(fail(ExitKind::Protocol, why));
@@ -584,6 +643,36 @@ struct Waits {
     failures: u32,
     rate_limited: u32,
     total: Duration,
+}
+
+/// Parses a list answer. The body is checked as UTF-8 once, whole, so items
+/// are later sliced out as `&str` without checking again. On failure, gives
+/// back why and the body, for the message.
+fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
+    let text =
+        String::from_utf8(body).map_err(|err| (err.utf8_error().to_string(), err.into_bytes()))?;
+    let (items, total_pages, total_number_of_items) = match serde_json::from_str::<Envelope>(&text)
+    {
+        Ok(envelope) => {
+            let base = text.as_ptr() as usize;
+            let items = envelope
+                .page_items
+                .iter()
+                .map(|item| {
+                    let start = item.get().as_ptr() as usize - base;
+                    start..start + item.get().len()
+                })
+                .collect();
+            (items, envelope.total_pages, envelope.total_number_of_items)
+        }
+        Err(err) => return Err((err.to_string(), text.into_bytes())),
+    };
+    Ok(Page {
+        body: text,
+        items,
+        total_pages,
+        total_number_of_items,
+    })
 }
 
 fn oversize(what: &str) -> anyhow::Error {

@@ -24,6 +24,51 @@ pub struct RunFigures {
     pub rate_limited: u64,
     /// Events this run wrote, per source.
     pub events: Vec<(SourceKind, u64)>,
+    pub resources: Option<Resources>,
+}
+
+/// What the process used, from /proc (Linux); for `-v` and the benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct Resources {
+    pub peak_memory_bytes: u64,
+    pub cpu_user_seconds: f64,
+    pub cpu_system_seconds: f64,
+}
+
+impl Resources {
+    /// This process so far; `None` where /proc is not there to ask.
+    pub fn of_this_process() -> Option<Resources> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let peak_kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        // Fields 14 and 15 of /proc/self/stat, counted after the command name
+        // (which may hold spaces) in clock ticks; USER_HZ is 100 on Linux (proc(5)).
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let after_name = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+        Some(Resources {
+            peak_memory_bytes: peak_kib * 1024,
+            cpu_user_seconds: ticks(11)? / 100.0,
+            cpu_system_seconds: ticks(12)? / 100.0,
+        })
+    }
+
+    /// The `-v` line the benchmark reads.
+    pub fn describe(&self) -> String {
+        format!(
+            "resources: peak memory {} KiB, CPU {:.2}s user + {:.2}s system",
+            self.peak_memory_bytes / 1024,
+            self.cpu_user_seconds,
+            self.cpu_system_seconds
+        )
+    }
 }
 
 pub fn write(
@@ -107,6 +152,14 @@ fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures
                 .map(|(_, n)| *n as f64)
         }),
     );
+    if let Some(resources) = figures.resources {
+        metric(
+            "last_run_peak_memory_bytes",
+            "gauge",
+            "Peak resident memory of the last run.",
+            &run(resources.peak_memory_bytes as f64),
+        );
+    }
     let state = |kind: SourceKind| checkpoint.and_then(|c| c.source(kind));
     metric(
         "last_success_timestamp_seconds",
@@ -149,6 +202,7 @@ mod tests {
             retries: 1,
             rate_limited: 1,
             events: vec![(SourceKind::Threats, 4)],
+            resources: Resources::of_this_process(),
         };
         let text = render("t\"1", None, &figures);
         assert!(text.contains("cylance_logs_last_run_exit_code{tenant_id=\"t\\\"1\"} 75\n"));
@@ -157,6 +211,7 @@ mod tests {
                 "cylance_logs_last_run_events{tenant_id=\"t\\\"1\",source=\"threats\"} 4\n"
             )
         );
+        assert!(text.contains("cylance_logs_last_run_peak_memory_bytes{"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();
             assert!(

@@ -21,7 +21,7 @@ use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
 use crate::error::{ExitKind, exit_code_of, fail};
 use crate::lock::{RunLock, ensure_state_dir};
-use crate::metrics::{self, RunFigures};
+use crate::metrics::{self, Resources, RunFigures};
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
@@ -29,6 +29,7 @@ use crate::sources::{SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line};
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
@@ -139,9 +140,13 @@ pub fn run_job(
                 .map(|(kind, t)| (*kind, t.events))
                 .collect()
         }),
+        resources: Resources::of_this_process(),
     };
     if let Some(run) = &run {
         crate::info!("{}", run.summary(&figures, &result));
+    }
+    if let Some(resources) = figures.resources {
+        crate::debug!("{}", resources.describe());
     }
     if let Some(path) = metrics_file {
         let checkpoint = run.as_ref().map(|r| &r.checkpoint);
@@ -458,6 +463,9 @@ impl Run {
                 in_flight -= 1;
                 arrived.insert(page, fetched);
                 while let Some(fetched) = arrived.remove(&next_process) {
+                    // A signal or --max-runtime ends the run between pages,
+                    // also while requests are in flight.
+                    self.control.check()?;
                     let outcome = self.process_page(kind, start, end, next_process, &fetched?)?;
                     written += outcome.written;
                     next_process += 1;
@@ -473,8 +481,11 @@ impl Run {
     }
 
     /// Keeps exactly `[start, end)` of one page, skips keys already written,
-    /// appends the rest in one locked write. Keys count as written only once
-    /// the append succeeded.
+    /// appends the rest in one locked write.
+    ///
+    /// Keys enter `seen` as their lines are buffered. If the append then
+    /// fails, the run ends with exit 74 and `finish` commits nothing, so no
+    /// key of an unwritten line can reach the checkpoint.
     fn process_page(
         &mut self,
         kind: SourceKind,
@@ -486,8 +497,7 @@ impl Run {
         let prefix = line_prefix(kind, &self.tenant_id);
         let (padded_start, padded_end) = (start - SERVER_WINDOW_PAD, end + SERVER_WINDOW_PAD);
         let seen = self.seen.entry(kind).or_default();
-        let mut lines = Vec::new();
-        let mut new_keys: Seen = HashMap::new();
+        let mut lines = Vec::with_capacity(page.body_len() + page.len() * prefix.len());
         let mut outcome = PageOutcome {
             more: !page.is_empty()
                 && page
@@ -507,19 +517,16 @@ impl Run {
             // Newest first: once an item is older than the window, so is
             // everything after it.
             outcome.stop |= kind.newest_first() && meta.time < start;
-            if meta.time < start
-                || meta.time >= end
-                || seen.contains_key(&meta.key)
-                || new_keys.contains_key(&meta.key)
-            {
+            if meta.time < start || meta.time >= end {
                 continue;
             }
-            new_keys.insert(meta.key, meta.time);
-            push_line(&mut lines, &prefix, item);
-            outcome.written += 1;
+            if let Entry::Vacant(slot) = seen.entry(meta.key) {
+                slot.insert(meta.time);
+                push_line(&mut lines, &prefix, item);
+                outcome.written += 1;
+            }
         }
         self.output.append(&lines)?;
-        self.seen.entry(kind).or_default().extend(new_keys);
         let expected = *self
             .expected_pages
             .entry(kind)
@@ -560,7 +567,9 @@ impl Run {
     }
 
     /// The last commit, also after a failure: what the finished slices did
-    /// is kept, and `status` can tell how the run ended.
+    /// is kept, and `status` can tell how the run ended. Not after a failure
+    /// to write (74): the output may lack lines whose keys are in `seen` by
+    /// then (see `process_page`), and the checkpoint may be what failed.
     fn finish(&mut self, result: Result<()>) -> Result<()> {
         if let Some(progress) = &mut self.progress {
             progress.end_line();

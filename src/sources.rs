@@ -197,9 +197,11 @@ pub fn push_line(out: &mut Vec<u8>, prefix: &str, item: &str) {
     }
     let start = out.len();
     out.extend_from_slice(body.as_bytes());
-    for byte in &mut out[start..] {
-        if *byte == b'\n' || *byte == b'\r' {
-            *byte = b' ';
+    if body.contains(['\n', '\r']) {
+        for byte in &mut out[start..] {
+            if *byte == b'\n' || *byte == b'\r' {
+                *byte = b' ';
+            }
         }
     }
     out.push(b'\n');

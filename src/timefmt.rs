@@ -81,7 +81,14 @@ pub fn to_delta(d: Duration) -> TimeDelta {
 
 /// Parses an API timestamp: `2018-01-21T15:45:46`, with an optional fraction and
 /// an optional `Z` or offset. Zone-less means UTC.
+///
+/// Every item goes through here, so the common shapes take a hand-written
+/// path (chrono's format-string parser costs more than the rest of an item);
+/// anything else falls back to chrono.
 pub fn parse_api_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Some(t) = parse_common_utc(text) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }
@@ -89,6 +96,48 @@ pub fn parse_api_time(text: &str) -> Option<DateTime<Utc>> {
     NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M:%S%.f")
         .ok()
         .map(|t| t.and_utc())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, then an optional `.` and 1 to 9 digits, then an
+/// optional `Z`; `None` for anything else.
+fn parse_common_utc(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+    let mut rest = &b[19..];
+    let mut nanos = 0;
+    if let Some((b'.', digits)) = rest.split_first() {
+        let count = digits.iter().take_while(|d| d.is_ascii_digit()).count();
+        if count == 0 || count > 9 {
+            return None;
+        }
+        let value = number(20..20 + count)?;
+        nanos = value * 10u32.pow(9 - count as u32);
+        rest = &digits[count..];
+    }
+    if !(rest.is_empty() || rest == b"Z") {
+        return None;
+    }
+    let time = chrono::NaiveTime::from_hms_nano_opt(
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        nanos,
+    )?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// The threats endpoint's zone-less form, whole seconds: `2024-05-14T09:00:00`.
@@ -177,6 +226,17 @@ mod tests {
             Some(utc("2018-01-21T15:45:46.123Z"))
         );
         assert_eq!(parse_api_time("21/01/2018"), None);
+        assert_eq!(
+            parse_api_time("2018-01-21T15:45:46.123456789Z"),
+            Some(utc("2018-01-21T15:45:46.123456789Z"))
+        );
+        assert_eq!(parse_api_time("2018-02-30T15:45:46"), None, "no such day");
+        assert_eq!(parse_api_time("2018-01-21T25:45:46"), None, "no such hour");
+        assert_eq!(
+            parse_api_time("2018-01-21T15:45:46+02:00"),
+            Some(utc("2018-01-21T13:45:46Z")),
+            "offsets take chrono's path"
+        );
     }
 
     #[test]

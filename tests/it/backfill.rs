@@ -166,7 +166,15 @@ fn max_runtime_stops_a_run_with_75_and_keeps_what_it_wrote() {
     env.fake.add_detections(detections(0, 1000, 5)); // 10 pages
     env.fake.set_delay(std::time::Duration::from_millis(200));
     let out = env
-        .run(&["poll", "--sources", "detections", "--max-runtime", "1s"])
+        .run(&[
+            "poll",
+            "--sources",
+            "detections",
+            "--max-runtime",
+            "1s",
+            "--concurrency",
+            "1",
+        ])
         .expect(75);
     assert!(
         out.error_line().contains("--max-runtime 1s reached"),

@@ -112,3 +112,31 @@ fn secret_file_readable_by_others_gets_a_warning() {
     );
     assert!(out.stderr.contains("readable by group or others"));
 }
+
+#[test]
+fn unreadable_or_empty_ca_file_is_78_naming_it() {
+    let env = TestEnv::new();
+    let missing = env.dir.join("no-such-ca.pem").display().to_string();
+    let out = env.run(&["poll", "--ca-file", &missing]).expect(78);
+    assert!(
+        out.error_line().contains("cannot read --ca-file"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.error_line().contains("no-such-ca.pem"));
+    let not_pem = env.dir.join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let out = env
+        .run(&["poll", "--ca-file", &not_pem.display().to_string()])
+        .expect(78);
+    assert!(
+        out.error_line().contains("no certificate in it"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.fake.requests().len(),
+        0,
+        "nothing sent without the trust it was told to use"
+    );
+}

@@ -106,8 +106,8 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
         let env = TestEnv::new();
         let newest = minutes_ago(2);
         // 12,000 threats over ten hours (60 pages, so the window is split and
-        // committed in parts) and 3,000 detections (30 pages). With 15 ms per
-        // answer a whole backfill takes over a second.
+        // committed in parts) and 3,000 detections (30 pages). With 60 ms per
+        // answer and 4 pages in flight a whole backfill takes over a second.
         let threats: Vec<_> = (0..12_000u64)
             .map(|i| {
                 threat(
@@ -126,7 +126,7 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
             .collect();
         env.fake.add_threats(threats.clone());
         env.fake.add_detections(detections.clone());
-        env.fake.set_delay(Duration::from_millis(15));
+        env.fake.set_delay(Duration::from_millis(60));
         let mut rng = Rng(seed);
         total_kills += kill_repeatedly(&env, &["backfill", "--since", "12h"], &mut rng, 20, 700);
         let lines = env.lines();

@@ -5,8 +5,15 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+// The benchmark's scenarios, for their smoke test (which uses only some of
+// them); they name the fake as a sibling module.
+#[path = "../../benches/poller/scenarios.rs"]
+#[allow(dead_code)]
+mod scenarios;
+use support::fake_api;
 
 mod backfill;
+mod bench_smoke;
 mod commands;
 mod config;
 mod crash;
@@ -16,3 +23,5 @@ mod local_state;
 mod man;
 mod pacing;
 mod poll;
+mod siem;
+mod units;

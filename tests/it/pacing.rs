@@ -57,7 +57,7 @@ fn concurrent_fetches_overlap_yet_write_the_same_file_in_page_order() {
 }
 
 #[test]
-fn max_rps_spaces_requests_across_threads() {
+fn max_rps_allows_no_more_than_that_many_requests_in_any_second() {
     let env = TestEnv::new();
     ten_pages_of_detections(&env);
     let started = Instant::now();
@@ -72,19 +72,33 @@ fn max_rps_spaces_requests_across_threads() {
     ])
     .expect(0);
     let elapsed = started.elapsed();
-    // 11 requests (token + 10 pages) at 5 a second: at least 2 s.
+    // 11 requests (token + 10 pages), at most 5 in any second: the 11th
+    // starts at least 2 s after the first.
     assert!(
-        elapsed >= Duration::from_millis(1900),
+        elapsed >= Duration::from_millis(1950),
         "took only {elapsed:?}"
     );
     let times: Vec<Instant> = env.fake.requests().iter().map(|r| r.at).collect();
-    for pair in times.windows(2) {
-        let gap = pair[1].saturating_duration_since(pair[0]);
+    for window in times.windows(6) {
+        let span = window[5].saturating_duration_since(window[0]);
         assert!(
-            gap >= Duration::from_millis(150),
-            "two requests {gap:?} apart"
+            span >= Duration::from_millis(950),
+            "6 requests within {span:?}"
         );
     }
+}
+
+#[test]
+fn a_short_run_is_not_slowed_by_the_rate_limit() {
+    let env = TestEnv::new();
+    env.run(&["poll", "--max-rps", "10"]).expect(0);
+    let times: Vec<Instant> = env.fake.requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), 3);
+    let span = times[2].saturating_duration_since(times[0]);
+    assert!(
+        span < Duration::from_millis(90),
+        "three requests took {span:?}"
+    );
 }
 
 #[test]

@@ -1,0 +1,233 @@
+//! The benchmark: `cargo bench --bench poller` (sizes: `BENCH_SIZE=tiny|small|full`,
+//! default full; a full run takes several minutes, most of it the rate-limited
+//! latency scenario). Prints one table: each scenario's figure, its target, and
+//! the same scenario with `--concurrency 1` and with the simplest sequential
+//! implementation, as ratios. Figures from shared machines are noisy: compare
+//! within one run, not across runs.
+
+#[path = "../../tests/support/fake_api.rs"]
+mod fake_api;
+mod scenarios;
+
+use scenarios::{Measured, Sizes};
+use std::path::Path;
+use std::time::Duration;
+
+/// One row group of the table.
+type Scenario = fn(&Path, &Sizes, &mut Table);
+
+const BIN: &str = env!("CARGO_BIN_EXE_cylance-logs");
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is taken. BENCH_ONLY=NAME runs
+    // one scenario: idle, economy, throughput, latency or memory.
+    let sizes = Sizes::from_env();
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let bin = Path::new(BIN);
+    let mut table = Table::default();
+    println!(
+        "cylance-logs benchmark, sizes: {} ({} cores)",
+        sizes.name,
+        cores()
+    );
+    let scenarios: [(&str, Scenario); 5] = [
+        ("idle", idle),
+        ("economy", economy),
+        ("throughput", throughput),
+        ("latency", latency),
+        ("memory", memory),
+    ];
+    for (name, scenario) in scenarios {
+        if wanted(name) {
+            scenario(bin, &sizes, &mut table);
+        }
+    }
+    table.print();
+    println!(
+        "ratios: how many times better than --concurrency 1 / the naive implementation (>1 = this is better)"
+    );
+}
+
+fn idle(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let idle = scenarios::idle_poll(bin, sizes);
+    table.row(
+        "idle poll: requests",
+        format!(
+            "{} token + {} list",
+            idle.token_requests, idle.list_requests
+        ),
+        "1 + 1 per source",
+        None,
+        None,
+    );
+    table.row("idle poll: wall time", ms(idle.wall), "< 20 ms", None, None);
+    table.row("idle poll: peak RSS", mib(&idle), "< 10 MiB", None, None);
+}
+
+fn economy(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let economy = scenarios::request_economy(bin, sizes);
+    table.row(
+        &format!(
+            "{} threats, 5 new, filter ignored: threat pages",
+            sizes.economy_threats
+        ),
+        economy.list_requests.to_string(),
+        "1",
+        None,
+        None,
+    );
+}
+
+fn throughput(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let events = sizes.throughput_events;
+    let fast = scenarios::backfill(
+        bin,
+        "throughput",
+        events,
+        Duration::ZERO,
+        &["--max-rps", "0"],
+    );
+    let fast_one = scenarios::backfill(
+        bin,
+        "throughput-1",
+        events,
+        Duration::ZERO,
+        &["--max-rps", "0", "--concurrency", "1"],
+    );
+    let fast_naive = scenarios::naive_backfill(bin, "throughput-naive", events, Duration::ZERO);
+    table.row(
+        &format!("throughput, {events} events: events/s"),
+        format!("{:.0}", fast.events_per_second()),
+        ">= 200000",
+        Some(fast.events_per_second() / fast_one.events_per_second()),
+        Some(fast.events_per_second() / fast_naive.events_per_second()),
+    );
+    table.row(
+        "throughput: CPU per 1000 events",
+        fast.cpu_ms_per_1000_events()
+            .map_or("?".into(), |v| format!("{v:.2} ms")),
+        "(reported)",
+        None,
+        None,
+    );
+}
+
+fn latency(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let events = sizes.latency_events;
+    let latency = sizes.latency;
+    let rps = 10.0;
+    let slow = scenarios::backfill(bin, "latency", events, latency, &[]);
+    let slow_one = scenarios::backfill(bin, "latency-1", events, latency, &["--concurrency", "1"]);
+    let slow_naive = scenarios::naive_backfill(bin, "latency-naive", events, latency);
+    let allowed = (slow.list_requests + slow.token_requests) as f64 / rps;
+    table.row(
+        &format!(
+            "{events} events, {} ms per request: time / (requests / max-rps)",
+            latency.as_millis()
+        ),
+        format!(
+            "{:.2}x ({:.1} s for {} requests)",
+            slow.wall.as_secs_f64() / allowed,
+            slow.wall.as_secs_f64(),
+            slow.list_requests + 1
+        ),
+        "<= 1.3x",
+        Some(slow_one.wall.as_secs_f64() / slow.wall.as_secs_f64()),
+        Some(slow_naive.wall.as_secs_f64() / slow.wall.as_secs_f64()),
+    );
+}
+
+fn memory(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let small = scenarios::backfill(
+        bin,
+        "memory-small",
+        sizes.memory_small,
+        Duration::ZERO,
+        &["--max-rps", "0"],
+    );
+    let large = scenarios::backfill(
+        bin,
+        "memory-large",
+        sizes.memory_large,
+        Duration::ZERO,
+        &["--max-rps", "0"],
+    );
+    let ratio = large.peak_memory_kib.unwrap_or(0) as f64
+        / small.peak_memory_kib.unwrap_or(1).max(1) as f64;
+    table.row(
+        &format!(
+            "peak RSS {} vs {} events",
+            sizes.memory_large, sizes.memory_small
+        ),
+        format!("{:.2}x ({} vs {})", ratio, mib(&large), mib(&small)),
+        "<= 2x",
+        None,
+        None,
+    );
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 5]>,
+}
+
+impl Table {
+    fn row(
+        &mut self,
+        name: &str,
+        figure: String,
+        target: &str,
+        vs_one: Option<f64>,
+        vs_naive: Option<f64>,
+    ) {
+        let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
+        self.rows.push([
+            name.into(),
+            figure,
+            target.into(),
+            ratio(vs_one),
+            ratio(vs_naive),
+        ]);
+    }
+
+    fn print(&self) {
+        let header = [
+            "scenario",
+            "figure",
+            "target",
+            "vs --concurrency 1",
+            "vs naive",
+        ]
+        .map(String::from);
+        let all: Vec<&[String; 5]> = std::iter::once(&header).chain(&self.rows).collect();
+        let widths: Vec<usize> = (0..5)
+            .map(|c| all.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        for (i, row) in all.iter().enumerate() {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            println!("| {} |", cells.join(" | "));
+            if i == 0 {
+                let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+                println!("| {} |", rule.join(" | "));
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(m: &Measured) -> String {
+    m.peak_memory_kib
+        .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
