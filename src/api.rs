@@ -378,23 +378,19 @@ impl ApiClient {
                         ),
                     ));
                 }
-                other => other,
-            };
-            let why = match &answer {
-                Attempt::Transport(why) => why.clone(),
-                Attempt::Oversize => unreachable!("handled above"),
-                Attempt::Answer(answer) => {
-                    format!("HTTP {}: {}", answer.status, server_message(&answer.body))
+                Attempt::Answer(answer) if !is_transient(answer.status) => {
+                    return Err(fail(
+                        ExitKind::Protocol,
+                        format!(
+                            "GET {endpoint}: unexpected answer (HTTP {}: {}); not retried",
+                            answer.status,
+                            server_message(&answer.body)
+                        ),
+                    ));
                 }
+                transient => transient,
             };
-            if let Attempt::Answer(answer) = &answer
-                && !is_transient(answer.status)
-            {
-                return Err(fail(
-                    ExitKind::Protocol,
-                    format!("GET {endpoint}: unexpected answer ({why}); not retried"),
-                ));
-            }
+            let why = answer.why();
             let wait = self.next_wait(&answer, &mut waits, &format!("GET {endpoint}"), &why)?;
             self.control.sleep(wait)?;
         }
@@ -561,10 +557,7 @@ impl ApiClient {
                         ),
                     ));
                 }
-                Attempt::Answer(answer) => {
-                    format!("HTTP {}: {}", answer.status, server_message(&answer.body))
-                }
-                Attempt::Transport(why) => why.clone(),
+                transient => transient.why(),
             };
             let wait = self.next_wait(&attempt, &mut waits, &format!("POST {ENDPOINT}"), &why)?;
             self.control.sleep(wait)?;
@@ -635,6 +628,19 @@ impl ApiClient {
             Attempt::Oversize => crate::debug!("{method} {shown} -> body over {MAX_BODY} bytes"),
         }
         Ok(attempt)
+    }
+}
+
+impl Attempt {
+    /// What went wrong, for messages.
+    fn why(&self) -> String {
+        match self {
+            Attempt::Answer(answer) => {
+                format!("HTTP {}: {}", answer.status, server_message(&answer.body))
+            }
+            Attempt::Transport(why) => why.clone(),
+            Attempt::Oversize => format!("an answer over {} MiB", MAX_BODY >> 20),
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -111,6 +112,9 @@ struct Run {
     /// source's whole window (from its first page) to measure it against.
     progress: Option<Progress>,
     expected_pages: HashMap<SourceKind, u64>,
+    /// Set when recovered lines belong to a source that has no state yet and
+    /// is not fetched now: the mark must not move past them.
+    keep_output_mark: bool,
 }
 
 pub fn run_job(
@@ -232,6 +236,7 @@ fn run_locked(
             seen: HashMap::new(),
             progress: matches!(job, Job::Backfill { .. }).then(Progress::new),
             expected_pages: HashMap::new(),
+            keep_output_mark: false,
         };
         Ok((run, recovered))
     })();
@@ -247,16 +252,25 @@ fn run_locked(
 
 impl Run {
     fn sources(&mut self, recovered: &[crate::output::RecoveredEvent]) -> Result<()> {
-        for kind in self.settings.sources.clone() {
+        // Recovered keys of every source, also of those not fetched this run:
+        // once the output mark moves past their lines, only `seen` remembers them.
+        for kind in SourceKind::ALL {
             let mut seen: Seen = self
                 .checkpoint
                 .source(kind)
                 .map(SourceState::seen_map)
                 .unwrap_or_default();
-            for event in recovered.iter().filter(|e| e.kind == kind) {
-                seen.insert(event.key.clone(), event.time);
+            let mine: Vec<_> = recovered.iter().filter(|e| e.kind == kind).collect();
+            let fetched_now = self.settings.sources.contains(&kind);
+            if !mine.is_empty() && !fetched_now && self.checkpoint.source(kind).is_none() {
+                // No state to keep them in yet: leave the output mark where it
+                // is, so the next run reads these lines again.
+                self.keep_output_mark = true;
             }
+            seen.extend(mine.iter().map(|e| (e.key.clone(), e.time)));
             self.seen.insert(kind, seen);
+        }
+        for kind in self.settings.sources.clone() {
             match self.job {
                 Job::Poll => self.poll_source(kind)?,
                 Job::Backfill { since, until } => self.backfill_source(kind, since, until)?,
@@ -450,8 +464,18 @@ impl Run {
                         (Arc::clone(&client), sender.clone(), window.to_vec());
                     let page = next_request;
                     scope.spawn(move || {
+                        // A panic must still send, or the loop below would
+                        // wait for this page forever.
+                        let fetched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            client.fetch_page(kind, &window, page)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(anyhow::anyhow!(
+                                "fetching page {page} failed (a bug: it panicked)"
+                            ))
+                        });
                         // The receiver is gone only when the run stopped early.
-                        let _ = sender.send((page, client.fetch_page(kind, &window, page)));
+                        let _ = sender.send((page, fetched));
                     });
                     next_request += 1;
                     in_flight += 1;
@@ -560,7 +584,9 @@ impl Run {
             }
         }
         self.output.sync()?;
-        if let Some(mark) = self.output.mark()? {
+        if !self.keep_output_mark
+            && let Some(mark) = self.output.mark()?
+        {
             self.checkpoint.output = Some(mark);
         }
         self.checkpoint.save(&self.checkpoint_path)

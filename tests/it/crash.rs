@@ -258,3 +258,22 @@ fn second_run_on_the_same_state_dir_exits_75_at_once() {
     env.finish(first).expect(0);
     assert_eq!(env.lines().len(), 2000);
 }
+
+#[test]
+fn lines_of_a_crashed_run_stay_known_while_their_source_is_not_polled() {
+    let env = TestEnv::new();
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let threats_only = std::fs::read(env.checkpoint_path()).unwrap();
+    env.fake.add_detections(detections(0, 5, 2));
+    env.run(&["poll"]).expect(0);
+    // That run died after appending the detections, before its commit; the
+    // next runs fetch threats only, then both again.
+    std::fs::write(env.checkpoint_path(), &threats_only).unwrap();
+    std::fs::write(env.state_dir().join("lock"), "pid 1 poll started earlier\n").unwrap();
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    env.run(&["poll"]).expect(0);
+    let lines = env.lines();
+    assert_eq!(lines.len(), 5);
+    assert_each_once(&lines);
+}
