@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
+use std::io::Read;
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +112,11 @@ pub struct ApiClient {
     /// new token rather than each fetching their own.
     token: Mutex<Option<Token>>,
     pacer: Pacer,
+    /// Response bodies are read into recycled buffers. Pages are read on the
+    /// fetch threads and dropped on the main one; without reuse, that churn
+    /// spreads freed memory over the allocator's per-thread arenas, and a
+    /// long backfill ends up holding twice the memory of a short one.
+    buffers: Mutex<Vec<Vec<u8>>>,
     pub stats: Stats,
 }
 
@@ -264,8 +270,28 @@ impl ApiClient {
             control,
             token: Mutex::new(None),
             pacer: Pacer::new(max_rps),
+            buffers: Mutex::new(Vec::new()),
             stats: Stats::default(),
         })
+    }
+
+    /// Gives a page's buffer back for the next answer to be read into.
+    pub fn recycle(&self, page: Page) {
+        let mut buffer = page.body.into_bytes();
+        buffer.clear();
+        let mut buffers = self.buffers.lock().expect("buffer pool lock");
+        // More than the pages in flight is never needed at once.
+        if buffers.len() < 16 {
+            buffers.push(buffer);
+        }
+    }
+
+    fn take_buffer(&self) -> Vec<u8> {
+        self.buffers
+            .lock()
+            .expect("buffer pool lock")
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Reads one page of a list (`window` adds the time filter).
@@ -594,21 +620,22 @@ impl ApiClient {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                match response
+                let mut body = self.take_buffer();
+                let read = response
                     .body_mut()
-                    .with_config()
-                    .limit(MAX_BODY)
-                    .read_to_vec()
-                {
-                    Ok(body) => Attempt::Answer(Answer {
+                    .as_reader()
+                    .take(MAX_BODY + 1)
+                    .read_to_end(&mut body);
+                match read {
+                    Ok(_) if body.len() as u64 > MAX_BODY => Attempt::Oversize,
+                    Ok(_) => Attempt::Answer(Answer {
                         status,
                         retry_after,
                         body,
                     }),
-                    Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Oversize,
                     Err(err) => Attempt::Transport(format!(
                         "reading the answer (HTTP {status}) failed: {}",
-                        describe_transport(&err, self.settings.timeout)
+                        describe_transport(&ureq::Error::from(err), self.settings.timeout)
                     )),
                 }
             }

@@ -115,6 +115,8 @@ struct Run {
     /// Set when recovered lines belong to a source that has no state yet and
     /// is not fetched now: the mark must not move past them.
     keep_output_mark: bool,
+    /// The lines of the page being written, reused.
+    line_buffer: Vec<u8>,
 }
 
 pub fn run_job(
@@ -237,6 +239,7 @@ fn run_locked(
             progress: matches!(job, Job::Backfill { .. }).then(Progress::new),
             expected_pages: HashMap::new(),
             keep_output_mark: false,
+            line_buffer: Vec::new(),
         };
         Ok((run, recovered))
     })();
@@ -364,7 +367,7 @@ impl Run {
         let window = kind.window_query(start, end);
         let first_page = self.client.fetch_page(kind, &window, 1)?;
         let first = self.process_page(kind, start, end, 1, &first_page)?;
-        drop(first_page);
+        self.client.recycle(first_page);
         let mut written = first.written;
         let too_big = first.more
             && first.total_pages > MAX_PAGES_PER_SLICE
@@ -451,23 +454,29 @@ impl Run {
     ) -> Result<u64> {
         let client = Arc::clone(&self.client);
         let concurrency = self.settings.concurrency as usize;
+        let workers =
+            concurrency.min(usize::try_from(total_pages.saturating_sub(1)).unwrap_or(usize::MAX));
         std::thread::scope(|scope| {
+            // A few long-lived workers take page numbers from `jobs`: a
+            // thread per page would spread the allocator's per-thread arenas
+            // and with them the memory a long backfill holds.
+            let (jobs, job_queue) = mpsc::channel::<u32>();
+            let job_queue = Arc::new(std::sync::Mutex::new(job_queue));
             let (sender, receiver) = mpsc::channel::<(u32, Result<Page>)>();
-            let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
-            let (mut next_request, mut next_process, mut in_flight) = (2u32, 2u32, 0usize);
-            let mut last_page = total_pages;
-            let mut written = 0;
-            loop {
-                while in_flight < concurrency && u64::from(next_request) <= last_page {
-                    self.control.check()?;
-                    let (client, sender, window) =
-                        (Arc::clone(&client), sender.clone(), window.to_vec());
-                    let page = next_request;
-                    scope.spawn(move || {
+            for _ in 0..workers.max(1) {
+                let (client, sender, job_queue) =
+                    (Arc::clone(&client), sender.clone(), Arc::clone(&job_queue));
+                scope.spawn(move || {
+                    loop {
+                        // The lock is released before fetching (a guard in a
+                        // `while let` would live through the whole body).
+                        let next = job_queue.lock().expect("job queue lock").recv();
+                        // Ends when `jobs` is dropped: the loop below returned.
+                        let Ok(page) = next else { return };
                         // A panic must still send, or the loop below would
                         // wait for this page forever.
                         let fetched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            client.fetch_page(kind, &window, page)
+                            client.fetch_page(kind, window, page)
                         }))
                         .unwrap_or_else(|_| {
                             Err(anyhow::anyhow!(
@@ -475,8 +484,21 @@ impl Run {
                             ))
                         });
                         // The receiver is gone only when the run stopped early.
-                        let _ = sender.send((page, fetched));
-                    });
+                        if sender.send((page, fetched)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
+            let (mut next_request, mut next_process, mut in_flight) = (2u32, 2u32, 0usize);
+            let mut last_page = total_pages;
+            let mut written = 0;
+            loop {
+                while in_flight < concurrency && u64::from(next_request) <= last_page {
+                    self.control.check()?;
+                    jobs.send(next_request)
+                        .expect("the workers outlive this loop");
                     next_request += 1;
                     in_flight += 1;
                 }
@@ -490,7 +512,9 @@ impl Run {
                     // A signal or --max-runtime ends the run between pages,
                     // also while requests are in flight.
                     self.control.check()?;
-                    let outcome = self.process_page(kind, start, end, next_process, &fetched?)?;
+                    let fetched = fetched?;
+                    let outcome = self.process_page(kind, start, end, next_process, &fetched)?;
+                    self.client.recycle(fetched);
                     written += outcome.written;
                     next_process += 1;
                     if !outcome.more || outcome.stop {
@@ -521,7 +545,9 @@ impl Run {
         let prefix = line_prefix(kind, &self.tenant_id);
         let (padded_start, padded_end) = (start - SERVER_WINDOW_PAD, end + SERVER_WINDOW_PAD);
         let seen = self.seen.entry(kind).or_default();
-        let mut lines = Vec::with_capacity(page.body_len() + page.len() * prefix.len());
+        // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
+        let mut lines = std::mem::take(&mut self.line_buffer);
+        lines.clear();
         let mut outcome = PageOutcome {
             more: !page.is_empty()
                 && page
@@ -551,6 +577,7 @@ impl Run {
             }
         }
         self.output.append(&lines)?;
+        self.line_buffer = lines;
         let expected = *self
             .expected_pages
             .entry(kind)
