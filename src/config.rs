@@ -519,6 +519,12 @@ mod tests {
         f(&Resolver::new(&cli.options, &lookup))
     }
 
+    /// As secret files should be, so the tests print no warning.
+    fn private(path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     fn message(err: anyhow::Error) -> String {
         assert_eq!(crate::error::exit_code_of(&err), 78, "{err:#}");
         format!("{err:#}")
@@ -601,6 +607,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("secret");
         std::fs::write(&file, "s3cret\n").unwrap();
+        private(&file);
         let env = [("CYLANCE_APP_ID", "a"), ("CYLANCE_TENANT_ID", "t")];
         let path = file.to_str().unwrap();
         let api = resolve_with(&["poll", "--app-secret-file", path], &env, |r| r.api()).unwrap();
@@ -611,6 +618,7 @@ mod tests {
         assert!(message(err.unwrap_err()).contains("secret is empty"));
         // The systemd credential is found without any flag.
         std::fs::write(dir.join("cylance-app-secret"), "from-credential").unwrap();
+        private(&dir.join("cylance-app-secret"));
         let mut env_cred = env.to_vec();
         env_cred.push(("CREDENTIALS_DIRECTORY", dir.to_str().unwrap()));
         let api = resolve_with(&["poll"], &env_cred, |r| r.api()).unwrap();

@@ -20,7 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_cylance-logs");
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken. BENCH_ONLY=NAME runs
-    // one scenario: idle, economy, throughput, latency or memory.
+    // one scenario: idle, economy, throughput, latency, distant or memory.
     let sizes = Sizes::from_env();
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -31,11 +31,12 @@ fn main() {
         sizes.name,
         cores()
     );
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("idle", idle),
         ("economy", economy),
         ("throughput", throughput),
         ("latency", latency),
+        ("distant", distant),
         ("memory", memory),
     ];
     for (name, scenario) in scenarios {
@@ -114,12 +115,32 @@ fn throughput(bin: &Path, sizes: &Sizes, table: &mut Table) {
 }
 
 fn latency(bin: &Path, sizes: &Sizes, table: &mut Table) {
-    let events = sizes.latency_events;
-    let latency = sizes.latency;
+    latency_row(bin, table, "latency", sizes.latency_events, sizes.latency);
+}
+
+/// A distant region: when a request takes longer than 1 / max-rps, only
+/// requests in flight together can keep to the rate limit.
+fn distant(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    latency_row(
+        bin,
+        table,
+        "distant",
+        sizes.latency_events / 10,
+        sizes.latency * 3,
+    );
+}
+
+fn latency_row(bin: &Path, table: &mut Table, name: &str, events: u64, latency: Duration) {
     let rps = 10.0;
-    let slow = scenarios::backfill(bin, "latency", events, latency, &[]);
-    let slow_one = scenarios::backfill(bin, "latency-1", events, latency, &["--concurrency", "1"]);
-    let slow_naive = scenarios::naive_backfill(bin, "latency-naive", events, latency);
+    let slow = scenarios::backfill(bin, name, events, latency, &[]);
+    let slow_one = scenarios::backfill(
+        bin,
+        &format!("{name}-1"),
+        events,
+        latency,
+        &["--concurrency", "1"],
+    );
+    let slow_naive = scenarios::naive_backfill(bin, &format!("{name}-naive"), events, latency);
     let allowed = (slow.list_requests + slow.token_requests) as f64 / rps;
     table.row(
         &format!(
