@@ -5,8 +5,10 @@
 //! (resolved settings) → `lock` (one run per state dir) → `checkpoint` (what is
 //! written) → `output` (crash recovery, locked appends) → `run` (windows,
 //! slices, dedupe, commits) over `sources` (what differs per endpoint) →
-//! `api` (auth, pages) with `retry` (the retry policy) and `control` (signals,
-//! run time). `error` maps every failure to one exit code, here in `main_with_args`.
+//! `api` (auth, pages, pacing) with `retry` (the retry policy) and `control`
+//! (signals, run time) → `metrics` and `progress` (what operators watch).
+//! `check` and `status` are the two commands that write nothing. `error` maps
+//! every failure to one exit code, here in `main_with_args`.
 
 #![forbid(unsafe_code)]
 
