@@ -454,8 +454,10 @@ impl Run {
     ) -> Result<u64> {
         let client = Arc::clone(&self.client);
         let concurrency = self.settings.concurrency as usize;
-        let workers =
-            concurrency.min(usize::try_from(total_pages.saturating_sub(1)).unwrap_or(usize::MAX));
+        // There is a page 2 (the caller saw "more"), also when the server gave
+        // no total; then each page says whether another follows.
+        let mut last_page = total_pages.max(2);
+        let workers = concurrency.min(usize::try_from(last_page - 1).unwrap_or(usize::MAX));
         std::thread::scope(|scope| {
             // A few long-lived workers take page numbers from `jobs`: a
             // thread per page would spread the allocator's per-thread arenas
@@ -463,7 +465,7 @@ impl Run {
             let (jobs, job_queue) = mpsc::channel::<u32>();
             let job_queue = Arc::new(std::sync::Mutex::new(job_queue));
             let (sender, receiver) = mpsc::channel::<(u32, Result<Page>)>();
-            for _ in 0..workers.max(1) {
+            for _ in 0..workers {
                 let (client, sender, job_queue) =
                     (Arc::clone(&client), sender.clone(), Arc::clone(&job_queue));
                 scope.spawn(move || {
@@ -492,7 +494,6 @@ impl Run {
             }
             let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
             let (mut next_request, mut next_process, mut in_flight) = (2u32, 2u32, 0usize);
-            let mut last_page = total_pages;
             let mut written = 0;
             loop {
                 while in_flight < concurrency && u64::from(next_request) <= last_page {

@@ -395,3 +395,23 @@ fn under_systemd_lines_carry_sd_daemon_priorities() {
         out.stderr
     );
 }
+
+#[test]
+fn envelope_without_total_pages_is_paged_until_an_empty_page() {
+    let env = TestEnv::new();
+    let items: Vec<_> = (0..250)
+        .map(|i| {
+            detection(
+                i,
+                &detection_time(minutes_ago(2) - chrono::TimeDelta::seconds(i as i64)),
+            )
+        })
+        .collect();
+    env.fake.add_detections(items.clone());
+    let first_page = serde_json::json!({ "page_items": items[..100] });
+    env.fake
+        .push_fault_at("/detections/v2", 1, status(200, &first_page.to_string()));
+    env.run(&["poll", "--sources", "detections"]).expect(0);
+    assert_eq!(env.lines().len(), 250);
+    assert_eq!(env.fake.count("/detections/v2"), 3);
+}
