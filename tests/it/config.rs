@@ -140,3 +140,79 @@ fn unreadable_or_empty_ca_file_is_78_naming_it() {
         "nothing sent without the trust it was told to use"
     );
 }
+
+/// A minimal HTTP CONNECT proxy on loopback; counts the tunnels it opened.
+fn connect_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tunnels = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = tunnels.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut client = client;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    return;
+                };
+                if !head.starts_with("CONNECT ") {
+                    return;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut from_client, mut to_upstream) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_upstream);
+                    let _ = to_upstream.shutdown(Shutdown::Write);
+                });
+                let (mut from_upstream, mut to_client) = (upstream, client);
+                let _ = std::io::copy(&mut from_upstream, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (url, tunnels)
+}
+
+#[test]
+fn https_proxy_is_used_and_no_proxy_bypasses_it() {
+    use std::sync::atomic::Ordering;
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 3, 5));
+    let (proxy, tunnels) = connect_proxy();
+    let mut cmd = env.command(&["poll", "--sources", "threats"]);
+    cmd.env("HTTPS_PROXY", &proxy);
+    env.finish(cmd.spawn().unwrap()).expect(0);
+    assert!(
+        tunnels.load(Ordering::SeqCst) >= 1,
+        "the requests did not go through the proxy"
+    );
+    assert_eq!(env.lines().len(), 3);
+    let before = tunnels.load(Ordering::SeqCst);
+    let mut cmd = env.command(&["poll", "--sources", "threats"]);
+    cmd.env("HTTPS_PROXY", &proxy).env("NO_PROXY", "127.0.0.1");
+    env.finish(cmd.spawn().unwrap()).expect(0);
+    assert_eq!(
+        tunnels.load(Ordering::SeqCst),
+        before,
+        "NO_PROXY was not honoured"
+    );
+}
