@@ -182,3 +182,49 @@ fn backfill_reports_progress_off_a_terminal() {
         out.stderr
     );
 }
+
+#[test]
+fn backfill_redraws_its_progress_in_place_on_a_terminal() {
+    // script(1) (util-linux, essential on Debian) gives the binary a terminal.
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 450, 60));
+    let out = env.output().display().to_string();
+    let state = env.state_dir().display().to_string();
+    let secret = env.secret_file().display().to_string();
+    let command = [
+        BIN,
+        "backfill",
+        "--since",
+        "1d",
+        "--sources",
+        "threats",
+        "--api-url",
+        &env.fake.url(),
+        "--app-id",
+        &env.creds.app_id,
+        "--tenant-id",
+        &env.creds.tenant_id,
+        "--app-secret-file",
+        &secret,
+        "--state-dir",
+        &state,
+        "--output",
+        &out,
+    ]
+    .join(" ");
+    let terminal = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("HOME", &env.dir)
+        .env("CYLANCE_LOGS_MAX_RPS", "0")
+        .output()
+        .expect("script runs");
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    env.assert_no_secret_in(&shown, "the terminal");
+    assert!(terminal.status.success(), "{shown}");
+    assert!(
+        shown.contains("\r\x1b[Kbackfill threats: page 1/3, 200 events"),
+        "{shown:?}"
+    );
+    assert_eq!(env.lines().len(), 450);
+}
