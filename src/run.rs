@@ -291,10 +291,8 @@ impl Run {
         if start >= end {
             return Ok(());
         }
-        self.checkpoint
-            .sources
-            .entry(kind.name().to_string())
-            .or_insert_with(|| SourceState::empty_at(start));
+        // A new source's written range starts empty where its first window starts.
+        self.ensure_state(kind, start);
         self.walk(kind, start, end, Direction::OldestFirst)
     }
 
@@ -345,11 +343,18 @@ impl Run {
             );
             return Ok(());
         }
+        // With no state, the range grows back from `end`, which becomes the cursor.
+        self.ensure_state(kind, end);
+        self.walk(kind, since, end, Direction::NewestFirst)
+    }
+
+    /// Gives a source with no checkpoint entry an empty one at `at`, so that
+    /// every slice has a state to record itself in.
+    fn ensure_state(&mut self, kind: SourceKind, at: DateTime<Utc>) {
         self.checkpoint
             .sources
             .entry(kind.name().to_string())
-            .or_insert_with(|| SourceState::empty_at(end));
-        self.walk(kind, since, end, Direction::NewestFirst)
+            .or_insert_with(|| SourceState::empty_at(at));
     }
 
     /// Fetches `[start, end)` as one slice, or, when its first page shows it
