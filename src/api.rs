@@ -236,6 +236,8 @@ struct Answer {
 /// What went wrong with one attempt, before the retry policy decides.
 enum Attempt {
     Transport(String),
+    /// TLS refused (an untrusted certificate, most often): not retried.
+    Tls(String),
     Answer(Answer),
     /// A body over `MAX_BODY`: refused, memory stays bounded.
     Oversize,
@@ -363,6 +365,7 @@ impl ApiClient {
             })?;
             let answer = match attempt {
                 Attempt::Oversize => return Err(oversize(&format!("GET {endpoint}"))),
+                Attempt::Tls(why) => return Err(self.tls_failure(&format!("GET {endpoint}"), &why)),
                 Attempt::Answer(answer) if answer.status == 200 => return Ok(answer),
                 Attempt::Answer(answer) if answer.status == 401 => {
                     if renewed_after_401 {
@@ -476,6 +479,19 @@ impl ApiClient {
         Ok(wait)
     }
 
+    /// A refused TLS handshake: configuration (78), since retrying cannot
+    /// make a certificate trusted.
+    fn tls_failure(&self, what: &str, why: &str) -> anyhow::Error {
+        fail(
+            ExitKind::Config,
+            format!(
+                "{what}: TLS with {} failed ({why}); if the certificate is not trusted because a \
+                 TLS-inspecting proxy is in the way, give its CA certificate with --ca-file",
+                self.settings.base_url
+            ),
+        )
+    }
+
     /// The current access token, fetching or renewing it when needed. The
     /// lock is held while fetching, so other threads wait for that token.
     fn bearer(&self) -> Result<String> {
@@ -543,6 +559,7 @@ impl ApiClient {
             })?;
             let why = match &attempt {
                 Attempt::Oversize => return Err(oversize(&format!("POST {ENDPOINT}"))),
+                Attempt::Tls(why) => return Err(self.tls_failure(&format!("POST {ENDPOINT}"), why)),
                 Attempt::Answer(answer) if answer.status == 200 => {
                     #[derive(Deserialize)]
                     struct TokenAnswer {
@@ -612,7 +629,10 @@ impl ApiClient {
             format!("{endpoint}?{shown_query}")
         };
         let attempt = match call() {
-            Err(err) => Attempt::Transport(describe_transport(&err, self.settings.timeout)),
+            Err(err) => match tls_problem(&err) {
+                Some(why) => Attempt::Tls(why),
+                None => Attempt::Transport(describe_transport(&err, self.settings.timeout)),
+            },
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 let retry_after = response
@@ -649,7 +669,7 @@ impl ApiClient {
                     answer.body.len()
                 );
             }
-            Attempt::Transport(why) => {
+            Attempt::Transport(why) | Attempt::Tls(why) => {
                 crate::debug!("{method} {shown} -> failed in {elapsed} ms: {why}")
             }
             Attempt::Oversize => crate::debug!("{method} {shown} -> body over {MAX_BODY} bytes"),
@@ -665,7 +685,7 @@ impl Attempt {
             Attempt::Answer(answer) => {
                 format!("HTTP {}: {}", answer.status, server_message(&answer.body))
             }
-            Attempt::Transport(why) => why.clone(),
+            Attempt::Transport(why) | Attempt::Tls(why) => why.clone(),
             Attempt::Oversize => format!("an answer over {} MiB", MAX_BODY >> 20),
         }
     }
@@ -721,6 +741,19 @@ fn oversize(what: &str) -> anyhow::Error {
 /// 5xx except 501 (not implemented: retrying cannot help), and 429.
 fn is_transient(status: u16) -> bool {
     status == 429 || (500..600).contains(&status) && status != 501
+}
+
+/// The TLS error inside a transport error, if that is what it is.
+fn tls_problem(err: &ureq::Error) -> Option<String> {
+    match err {
+        ureq::Error::Rustls(tls) => Some(tls.to_string()),
+        ureq::Error::Tls(tls) => Some(tls.to_string()),
+        ureq::Error::Io(io) => io
+            .get_ref()?
+            .downcast_ref::<rustls::Error>()
+            .map(|tls| tls.to_string()),
+        _ => None,
+    }
 }
 
 fn describe_transport(err: &ureq::Error, timeout: Duration) -> String {

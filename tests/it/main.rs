@@ -24,4 +24,5 @@ mod man;
 mod pacing;
 mod poll;
 mod siem;
+mod tls;
 mod units;
