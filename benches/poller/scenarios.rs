@@ -279,6 +279,16 @@ pub fn request_economy(bin: &Path, sizes: &Sizes) -> Measured {
     tenant.run(&["poll", "--sources", "threats"])
 }
 
+/// A tenant with `events` over the last 20 hours and `latency` per answer:
+/// the data of both backfill scenarios.
+fn backfill_tenant(bin: &Path, name: &str, events: u64, latency: Duration) -> Tenant {
+    let tenant = Tenant::new(bin, name);
+    let newest = Utc::now() - TimeDelta::minutes(5);
+    seed(&tenant.fake, 0, events, newest, TimeDelta::hours(20));
+    tenant.fake.set_delay(latency);
+    tenant
+}
+
 /// A backfill of `events` over the last 20 hours, with `latency` per answer.
 pub fn backfill(
     bin: &Path,
@@ -287,15 +297,7 @@ pub fn backfill(
     latency: Duration,
     extra: &[&str],
 ) -> Measured {
-    let tenant = Tenant::new(bin, name);
-    seed(
-        &tenant.fake,
-        0,
-        events,
-        Utc::now() - TimeDelta::minutes(5),
-        TimeDelta::hours(20),
-    );
-    tenant.fake.set_delay(latency);
+    let tenant = backfill_tenant(bin, name, events, latency);
     let mut args = vec!["backfill", "--since", "1d"];
     args.extend_from_slice(extra);
     tenant.run(&args)
@@ -305,15 +307,7 @@ pub fn backfill(
 /// time, every item parsed into a `serde_json::Value`, the two keys inserted,
 /// the object serialized again, a HashSet for dedupe, one fsync at the end.
 pub fn naive_backfill(bin: &Path, name: &str, events: u64, latency: Duration) -> Measured {
-    let tenant = Tenant::new(bin, name);
-    seed(
-        &tenant.fake,
-        0,
-        events,
-        Utc::now() - TimeDelta::minutes(5),
-        TimeDelta::hours(20),
-    );
-    tenant.fake.set_delay(latency);
+    let tenant = backfill_tenant(bin, name, events, latency);
     let started = Instant::now();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
