@@ -95,9 +95,11 @@ fn a_short_run_is_not_slowed_by_the_rate_limit() {
     env.run(&["poll", "--max-rps", "10"]).expect(0);
     let times: Vec<Instant> = env.fake.requests().iter().map(|r| r.at).collect();
     assert_eq!(times.len(), 3);
+    // Spaced at 10 a second they would take 200 ms; a loaded machine gets
+    // some slack below that.
     let span = times[2].saturating_duration_since(times[0]);
     assert!(
-        span < Duration::from_millis(90),
+        span < Duration::from_millis(150),
         "three requests took {span:?}"
     );
 }
