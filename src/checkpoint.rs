@@ -157,8 +157,8 @@ impl Checkpoint {
             )
         })?;
         let checkpoint = Checkpoint::upgrade(version.format, &bytes, path)?;
-        // Times far outside any real history would make window arithmetic
-        // (`cursor - overlap`) overflow.
+        // Times outside any real history are refused, not acted on; at
+        // chrono's limits, window arithmetic (`cursor - overlap`) panics.
         let (earliest, latest) = (
             DateTime::<Utc>::UNIX_EPOCH,
             DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")

@@ -491,3 +491,31 @@ fn a_symlinked_checkpoint_temp_is_replaced_not_followed() {
     assert_eq!(env.lines().len(), 3);
     assert_eq!(env.checkpoint()["sources"]["threats"]["events_written"], 3);
 }
+
+/// Times no real history holds are refused, not acted on: at chrono's
+/// limits, window arithmetic (`cursor - overlap`) would panic.
+#[test]
+fn checkpoint_times_outside_1970_to_9999_are_65() {
+    let env = TestEnv::new();
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let good = env.checkpoint();
+    for (field, value) in [
+        ("covered_since", "-262143-01-01T00:00:00Z"),
+        ("covered_since", "1969-12-31T23:59:59Z"),
+        ("cursor", "+262142-12-31T23:59:59Z"),
+    ] {
+        let mut checkpoint = good.clone();
+        checkpoint["sources"]["threats"][field] = value.into();
+        let bytes = serde_json::to_vec(&checkpoint).unwrap();
+        std::fs::write(env.checkpoint_path(), &bytes).unwrap();
+        let out = env.run(&["poll", "--sources", "threats"]).expect(65);
+        assert!(
+            out.error_line()
+                .contains("invalid entry for source 'threats'")
+                || out.error_line().contains("is invalid"),
+            "{field} {value}: {}",
+            out.stderr
+        );
+        assert_eq!(std::fs::read(env.checkpoint_path()).unwrap(), bytes);
+    }
+}
