@@ -64,7 +64,10 @@ impl ExitKind {
                  interrupted or --max-runtime reached; what was fetched is kept, try again \
                  next run"
             }
-            ExitKind::Protocol => "the API answered something unusable",
+            ExitKind::Protocol => {
+                "the API answered something unusable: a redirect (never followed), an unusable \
+                 token, a body that is not the JSON expected"
+            }
             ExitKind::Auth => "credentials or privileges rejected (HTTP 401/403)",
             ExitKind::Config => "configuration missing or invalid",
         }
