@@ -402,6 +402,13 @@ fn a_cursor_in_the_future_is_warned_about_on_every_run_and_in_status() {
         "{}",
         status.stdout
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["status", "--json"]).expect(0).stdout).unwrap();
+    assert_eq!(
+        json["future_cursors"].as_array().unwrap().len(),
+        1,
+        "{json}"
+    );
     // Within the slack (clock skew): no warning.
     let mut checkpoint = env.checkpoint();
     let near = chrono::Utc::now() + chrono::TimeDelta::minutes(2);
