@@ -7,12 +7,20 @@
 //! go through `retry::RetryPolicy`; every other status is turned into a
 //! classified error naming the endpoint. Nothing here logs a header value: the
 //! Authorization header appears as `Bearer <redacted>` at `-vv`.
+//!
+//! Redirects are never followed: a 3xx is a protocol error (76) naming the
+//! status and the Location, so no other origin (or plain http) ever gets the
+//! JWT, the token or the chance to answer as this tenant. No request may
+//! outlive `--max-runtime`: its timeout is the smaller of `--timeout` and the
+//! time left. Whatever the server says (messages, bodies, headers) is shown
+//! only through `untrusted::shown`.
 
 use crate::config::ApiSettings;
 use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::sources::SourceKind;
+use crate::untrusted::{shown, shown_bytes};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -23,14 +31,21 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Largest response body accepted; a page of 200 items is far below it.
-const MAX_BODY: u64 = 64 * 1024 * 1024;
+/// Largest response body accepted; a page of 200 items is a few MiB at most.
+/// Memory stays bounded across concurrent pages: at most `--concurrency`
+/// (16 at most, see `config`) answers are read at once, plus the page being
+/// written, each under this cap, and the buffer pool keeps at most 16
+/// buffers of at most [`MAX_POOLED`] each: 17 x 16 + 16 x 4 = 336 MiB in the
+/// worst case, about 10 MiB in a normal run.
+const MAX_BODY: u64 = 16 * 1024 * 1024;
+/// A buffer larger than this is freed rather than kept for the next answer.
+const MAX_POOLED: usize = 4 * 1024 * 1024;
+/// Longest access token accepted; real ones are about 1 KiB.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// JWT lifetime; the API refuses more than 30 minutes.
 const JWT_LIFETIME_SECS: i64 = 1800;
 /// An access token is replaced once it is this old, before it can expire.
 const TOKEN_RENEW_AFTER: Duration = Duration::from_secs(25 * 60);
-/// How much of an unusable body an error message shows.
-const BODY_EXCERPT: usize = 120;
 
 /// Counters for the end-of-run summary line and the metrics; shared by the
 /// threads of a concurrent fetch.
@@ -226,10 +241,12 @@ struct Claims<'a> {
     exp: i64,
 }
 
-/// A response read whole: status, Retry-After, body.
+/// A response read whole: status, Retry-After, Location, body.
 struct Answer {
     status: u16,
     retry_after: Option<String>,
+    /// Only for the message about a refused redirect.
+    location: Option<String>,
     body: Vec<u8>,
 }
 
@@ -256,6 +273,8 @@ impl ApiClient {
         }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // 0: a 3xx comes back as an answer, which is then refused.
+            .max_redirects(0)
             .timeout_global(Some(settings.timeout))
             .user_agent(concat!("cylance-logs/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
@@ -282,8 +301,9 @@ impl ApiClient {
         let mut buffer = page.body.into_bytes();
         buffer.clear();
         let mut buffers = self.buffers.lock().expect("buffer pool lock");
-        // More than the pages in flight is never needed at once.
-        if buffers.len() < 16 {
+        // More than the pages in flight is never needed at once, and an
+        // unusually large answer's buffer is not worth holding on to.
+        if buffers.len() < 16 && buffer.capacity() <= MAX_POOLED {
             buffers.push(buffer);
         }
     }
@@ -329,7 +349,8 @@ impl ApiClient {
                 Err((err, body)) => {
                     malformed += 1;
                     let why = format!(
-                        "GET {endpoint} page {page_number}: the answer is not a page ({err}); body starts: {}",
+                        "GET {endpoint} page {page_number}: the answer is not a page ({}); body starts: {}",
+                        shown(&err),
                         excerpt(&body)
                     );
                     if malformed >= self.retry.malformed_attempts {
@@ -353,7 +374,7 @@ impl ApiClient {
         loop {
             let bearer = self.bearer()?;
             let agent = self.agent.clone();
-            let attempt = self.send(endpoint, query, || {
+            let attempt = self.send(endpoint, query, |timeout| {
                 let mut request = agent
                     .get(&url)
                     .header("Accept", "application/json")
@@ -361,12 +382,19 @@ impl ApiClient {
                 for (name, value) in query {
                     request = request.query(*name, value);
                 }
-                request.call()
+                request
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build()
+                    .call()
             })?;
             let answer = match attempt {
                 Attempt::Oversize => return Err(oversize(&format!("GET {endpoint}"))),
                 Attempt::Tls(why) => return Err(self.tls_failure(&format!("GET {endpoint}"), &why)),
                 Attempt::Answer(answer) if answer.status == 200 => return Ok(answer),
+                Attempt::Answer(answer) if is_redirect(answer.status) => {
+                    return Err(redirect_refused(&format!("GET {endpoint}"), &answer));
+                }
                 Attempt::Answer(answer) if answer.status == 401 => {
                     if renewed_after_401 {
                         return Err(fail(
@@ -460,7 +488,8 @@ impl ApiClient {
                 self.retry.backoff(waits.failures)
             }
         };
-        if waits.total + wait > self.retry.max_total_wait {
+        // Saturating: a Retry-After of u64::MAX seconds must not overflow.
+        if waits.total.saturating_add(wait) > self.retry.max_total_wait {
             return Err(give_up(format!(
                 "waiting {}s more would exceed the retry budget of {}s",
                 wait.as_secs(),
@@ -550,11 +579,14 @@ impl ApiClient {
             let jwt = self.sign_jwt()?;
             let body = serde_json::json!({ "auth_token": jwt }).to_string();
             let agent = self.agent.clone();
-            let attempt = self.send(ENDPOINT, &[], || {
+            let attempt = self.send(ENDPOINT, &[], |timeout| {
                 agent
                     .post(&url)
                     .header("Content-Type", "application/json; charset=utf-8")
                     .header("Accept", "application/json")
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build()
                     .send(body.as_bytes())
             })?;
             let why = match &attempt {
@@ -566,7 +598,16 @@ impl ApiClient {
                         access_token: String,
                     }
                     return match serde_json::from_slice::<TokenAnswer>(&answer.body) {
-                        Ok(token) if !token.access_token.is_empty() => Ok(token.access_token),
+                        Ok(token) if is_usable_token(&token.access_token) => Ok(token.access_token),
+                        Ok(token) if !token.access_token.is_empty() => Err(fail(
+                            ExitKind::Protocol,
+                            format!(
+                                "POST {ENDPOINT}: the access_token is unusable ({} bytes; a token \
+                                 is 1 to {MAX_TOKEN_LEN} bytes of visible ASCII); refused, not \
+                                 shown, not retried",
+                                token.access_token.len()
+                            ),
+                        )),
                         _ => Err(fail(
                             ExitKind::Protocol,
                             format!(
@@ -575,6 +616,9 @@ impl ApiClient {
                             ),
                         )),
                     };
+                }
+                Attempt::Answer(answer) if is_redirect(answer.status) => {
+                    return Err(redirect_refused(&format!("POST {ENDPOINT}"), answer));
                 }
                 Attempt::Answer(answer) if matches!(answer.status, 400 | 401 | 403) => {
                     return Err(fail(
@@ -608,13 +652,20 @@ impl ApiClient {
     }
 
     /// Makes one attempt and reads its answer whole (bounded), logging it.
+    /// `call` gets the attempt's timeout: `--timeout`, or less when
+    /// `--max-runtime` leaves less, so that no request outlives the run.
     fn send(
         &self,
         endpoint: &str,
         query: &[(&str, String)],
-        call: impl FnOnce() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        call: impl FnOnce(Duration) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Attempt> {
         self.pacer.wait(&self.control)?;
+        self.control.check()?;
+        let (timeout, limit) = match self.control.remaining() {
+            Some(left) if left < self.settings.timeout => (left, "--max-runtime"),
+            _ => (self.settings.timeout, "--timeout"),
+        };
         Stats::count(&self.stats.requests);
         let started = Instant::now();
         let method = if query.is_empty() { "POST" } else { "GET" };
@@ -623,23 +674,25 @@ impl ApiClient {
             .map(|(name, value)| format!("{name}={value}"))
             .collect::<Vec<_>>()
             .join("&");
-        let shown = if shown_query.is_empty() {
+        let target = if shown_query.is_empty() {
             endpoint.to_string()
         } else {
             format!("{endpoint}?{shown_query}")
         };
-        let attempt = match call() {
+        let attempt = match call(timeout) {
             Err(err) => match tls_problem(&err) {
                 Some(why) => Attempt::Tls(why),
-                None => Attempt::Transport(describe_transport(&err, self.settings.timeout)),
+                None => Attempt::Transport(describe_transport(&err, timeout, limit)),
             },
             Ok(mut response) => {
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                };
+                let (retry_after, location) = (header("retry-after"), header("location"));
                 let mut body = self.take_buffer();
                 let read = response
                     .body_mut()
@@ -651,11 +704,12 @@ impl ApiClient {
                     Ok(_) => Attempt::Answer(Answer {
                         status,
                         retry_after,
+                        location,
                         body,
                     }),
                     Err(err) => Attempt::Transport(format!(
                         "reading the answer (HTTP {status}) failed: {}",
-                        describe_transport(&ureq::Error::from(err), self.settings.timeout)
+                        describe_transport(&ureq::Error::from(err), timeout, limit)
                     )),
                 }
             }
@@ -663,16 +717,16 @@ impl ApiClient {
         let elapsed = started.elapsed().as_millis();
         match &attempt {
             Attempt::Answer(answer) => {
-                crate::debug!("{method} {shown} -> {} in {elapsed} ms", answer.status);
+                crate::debug!("{method} {target} -> {} in {elapsed} ms", answer.status);
                 crate::trace!(
                     "  {} bytes; request had Authorization: Bearer <redacted>",
                     answer.body.len()
                 );
             }
             Attempt::Transport(why) | Attempt::Tls(why) => {
-                crate::debug!("{method} {shown} -> failed in {elapsed} ms: {why}")
+                crate::debug!("{method} {target} -> failed in {elapsed} ms: {why}")
             }
-            Attempt::Oversize => crate::debug!("{method} {shown} -> body over {MAX_BODY} bytes"),
+            Attempt::Oversize => crate::debug!("{method} {target} -> body over {MAX_BODY} bytes"),
         }
         Ok(attempt)
     }
@@ -738,6 +792,33 @@ fn oversize(what: &str) -> anyhow::Error {
     )
 }
 
+fn is_redirect(status: u16) -> bool {
+    (300..400).contains(&status)
+}
+
+/// A redirect is never followed: it would send the JWT or the token to
+/// wherever the answer points, and take that origin's pages as this tenant's.
+fn redirect_refused(what: &str, answer: &Answer) -> anyhow::Error {
+    fail(
+        ExitKind::Protocol,
+        format!(
+            "{what}: the API answered a redirect (HTTP {}, Location: {}); redirects are not \
+             followed: check --api-url or --region",
+            answer.status,
+            answer
+                .location
+                .as_deref()
+                .map_or("none".to_string(), |l| format!("'{}'", shown(l)))
+        ),
+    )
+}
+
+/// A token goes into an HTTP header: visible ASCII only, and not absurdly
+/// long. Anything else is refused at once; retrying would get the same.
+fn is_usable_token(token: &str) -> bool {
+    (1..=MAX_TOKEN_LEN).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// 5xx except 501 (not implemented: retrying cannot help), and 429.
 fn is_transient(status: u16) -> bool {
     status == 429 || (500..600).contains(&status) && status != 501
@@ -756,12 +837,20 @@ fn tls_problem(err: &ureq::Error) -> Option<String> {
     }
 }
 
-fn describe_transport(err: &ureq::Error, timeout: Duration) -> String {
+/// `limit` names what set `timeout`: --timeout, or --max-runtime's time left.
+fn describe_transport(err: &ureq::Error, timeout: Duration, limit: &str) -> String {
     match err {
-        ureq::Error::Timeout(_) => format!("no answer within --timeout {}s", timeout.as_secs()),
+        ureq::Error::Timeout(_) if limit == "--timeout" => {
+            format!("no answer within --timeout {}s", timeout.as_secs())
+        }
+        ureq::Error::Timeout(_) => format!(
+            "no answer within {:.1}s, the time {limit} left",
+            timeout.as_secs_f64()
+        ),
         ureq::Error::HostNotFound => "host not found (DNS)".to_string(),
         ureq::Error::ConnectionFailed => "connection refused or unreachable".to_string(),
-        other => other.to_string(),
+        // May quote what the server sent (a malformed status line, a header).
+        other => shown(&other.to_string()),
     }
 }
 
@@ -772,24 +861,15 @@ fn server_message(body: &[u8]) -> String {
         message: String,
     }
     match serde_json::from_slice::<Message>(body) {
-        Ok(m) => m.message,
+        Ok(m) => shown(&m.message),
         Err(_) if body.is_empty() => "empty body".to_string(),
         Err(_) => excerpt(body),
     }
 }
 
-/// The first bytes of a body, on one line, for error messages.
+/// The start of a body, escaped, for error messages.
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]);
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.len() > BODY_EXCERPT {
-        format!("'{one_line}...' ({} bytes)", body.len())
-    } else {
-        format!("'{one_line}'")
-    }
+    format!("'{}'", shown_bytes(body))
 }
 
 /// A token answer may carry a token even when it is malformed; never show it.

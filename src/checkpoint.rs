@@ -13,6 +13,12 @@
 //! run may be shown again, those at or after `cursor - overlap`, and any
 //! recovered from an interrupted run outside the range, so the file stays
 //! small whatever the number of runs or events.
+//!
+//! Formats: every format an earlier release wrote is read and upgraded, in
+//! memory, to [`FORMAT`], which the next commit writes; a format no release
+//! wrote (0, or newer than this one knows) is refused (65), never guessed at.
+//! The temp file is created anew after removing a stale one, so a symlink
+//! planted at its name is removed, never followed.
 
 use crate::error::{ExitKind, fail};
 use crate::output::OutputMark;
@@ -24,9 +30,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Bumped when a change would make older versions misread the file.
+/// Bumped when a change would make older versions misread the file; then
+/// `Checkpoint::upgrade` learns to read the format before it.
 pub const FORMAT: u32 = 1;
 pub const FILE_NAME: &str = "checkpoint.json";
+/// Largest checkpoint read. Its size is bounded by the keys of one overlap
+/// (a few hundred KiB for thousands of events in 10 minutes); past this it
+/// was not written by this tool.
+pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
+/// How far in the future a cursor may be before it is warned about: more
+/// than clock skew between this host and the API.
+pub const FUTURE_SLACK: TimeDelta = TimeDelta::minutes(5);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -72,6 +86,22 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// Reads at most [`MAX_SIZE`] bytes; a larger file is an error.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SIZE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SIZE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB, which no cylance-logs writes",
+            MAX_SIZE >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
 pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
@@ -97,13 +127,16 @@ impl Checkpoint {
 
     /// Reads the checkpoint; `Ok(None)` when there is none yet.
     pub fn load(path: &Path) -> Result<Option<Checkpoint>> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_bounded(path) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => {
                 return Err(fail(
                     ExitKind::Checkpoint,
-                    format!("cannot read the checkpoint {}: {err}", path.display()),
+                    format!(
+                        "cannot read the checkpoint {}: {err}; it was left as it is",
+                        path.display()
+                    ),
                 ));
             }
         };
@@ -123,30 +156,21 @@ impl Checkpoint {
                 ),
             )
         })?;
-        if version.format > FORMAT {
-            return Err(fail(
-                ExitKind::Checkpoint,
-                format!(
-                    "the checkpoint {} has format {}, written by a newer cylance-logs (this one \
-                     reads format {FORMAT}); upgrade, or {}",
-                    path.display(),
-                    version.format,
-                    recovery_hint(path)
-                ),
-            ));
-        }
-        let checkpoint: Checkpoint = serde_json::from_slice(&bytes).map_err(|err| {
-            fail(
-                ExitKind::Checkpoint,
-                format!(
-                    "the checkpoint {} is invalid ({err}); it was left as it is; {}",
-                    path.display(),
-                    recovery_hint(path)
-                ),
-            )
-        })?;
+        let checkpoint = Checkpoint::upgrade(version.format, &bytes, path)?;
+        // Times outside any real history are refused, not acted on; at
+        // chrono's limits, window arithmetic (`cursor - overlap`) panics.
+        let (earliest, latest) = (
+            DateTime::<Utc>::UNIX_EPOCH,
+            DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+                .expect("a valid constant")
+                .with_timezone(&Utc),
+        );
         for (name, state) in &checkpoint.sources {
-            if SourceKind::from_name(name).is_none() || state.covered_since > state.cursor {
+            if SourceKind::from_name(name).is_none()
+                || state.covered_since > state.cursor
+                || state.covered_since < earliest
+                || state.cursor > latest
+            {
                 return Err(fail(
                     ExitKind::Checkpoint,
                     format!(
@@ -158,6 +182,67 @@ impl Checkpoint {
             }
         }
         Ok(Some(checkpoint))
+    }
+
+    /// Reads a checkpoint of format `format` as the current one. Each format
+    /// a release wrote has its arm; the next commit writes [`FORMAT`].
+    fn upgrade(format: u32, bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        let invalid = |err: serde_json::Error| {
+            fail(
+                ExitKind::Checkpoint,
+                format!(
+                    "the checkpoint {} is invalid ({err}); it was left as it is; {}",
+                    path.display(),
+                    recovery_hint(path)
+                ),
+            )
+        };
+        match format {
+            // The current format, written since the first release.
+            1 => serde_json::from_slice(bytes).map_err(invalid),
+            newer if newer > FORMAT => Err(fail(
+                ExitKind::Checkpoint,
+                format!(
+                    "the checkpoint {} has format {newer}, written by a newer cylance-logs (this \
+                     one reads format {FORMAT}); upgrade, or {}",
+                    path.display(),
+                    recovery_hint(path)
+                ),
+            )),
+            never => Err(fail(
+                ExitKind::Checkpoint,
+                format!(
+                    "the checkpoint {} has format {never}, which no cylance-logs ever wrote; it \
+                     was left as it is; {}",
+                    path.display(),
+                    recovery_hint(path)
+                ),
+            )),
+        }
+    }
+
+    /// Sources whose cursor lies more than [`FUTURE_SLACK`] after `now`:
+    /// polls fetch nothing for them until the clock gets there.
+    pub fn future_cursors(&self, now: DateTime<Utc>) -> Vec<(&str, DateTime<Utc>)> {
+        self.sources
+            .iter()
+            .filter(|(_, state)| state.cursor > now + FUTURE_SLACK)
+            .map(|(name, state)| (name.as_str(), state.cursor))
+            .collect()
+    }
+
+    /// Warns, one line per source, about cursors in the future; every run
+    /// does, since such a source is silently fetching nothing.
+    pub fn warn_about_future_cursors(&self, now: DateTime<Utc>) {
+        for (name, cursor) in self.future_cursors(now) {
+            crate::warn!(
+                "the checkpoint's {name} cursor {} is in the future (now {}); polls fetch \
+                 nothing for {name} until then: check the clock, or move the checkpoint away \
+                 and backfill",
+                crate::timefmt::display(cursor),
+                crate::timefmt::display(now)
+            );
+        }
     }
 
     /// Replaces the file atomically and durably.
@@ -175,8 +260,20 @@ impl Checkpoint {
         let temp = path.with_extension("json.tmp");
         let mut bytes = serde_json::to_vec_pretty(self).expect("a checkpoint serializes");
         bytes.push(b'\n');
-        let mut file =
-            std::fs::File::create(&temp).map_err(|e| io_error("creating the temp file", e))?;
+        // A stale temp (a crash) or a planted symlink is removed itself,
+        // never written through; create_new then refuses anything that
+        // appears there meanwhile.
+        match std::fs::remove_file(&temp) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error("removing a stale temp file", err));
+            }
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| io_error("creating the temp file", e))?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| io_error("writing the temp file", e))?;

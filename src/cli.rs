@@ -63,7 +63,8 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// Exit 2 (CRITICAL, as Nagios plugins do) when a source's last success is older than
-    /// this, or there is none; print OK or CRITICAL with the reason. Default: no check.
+    /// this, or there is none. The first line is the verdict, "OK: ..." or "CRITICAL: ..."
+    /// with the reason (Nagios shows only that line); the details follow. Default: no check.
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
 }
@@ -80,7 +81,8 @@ pub struct GlobalOptions {
     #[arg(long, global = true, value_name = "ID")]
     pub tenant_id: Option<String>,
 
-    /// File holding the application secret (a trailing newline is ignored).
+    /// File holding the application secret (a trailing newline is ignored): a regular file
+    /// of at most 64 KiB.
     /// Default: $CREDENTIALS_DIRECTORY/cylance-app-secret when that exists, else the
     /// CYLANCE_APP_SECRET variable. [env: CYLANCE_APP_SECRET_FILE]
     #[arg(long, global = true, value_name = "PATH")]
@@ -91,7 +93,8 @@ pub struct GlobalOptions {
     pub region: Option<String>,
 
     /// Base URL of the API, instead of the region's host (proxies, tests). http:// is
-    /// accepted only for loopback addresses. [env: CYLANCE_API_URL]
+    /// accepted only for loopback addresses; credentials (user:password@), a query or a
+    /// fragment are refused. Redirects are never followed. [env: CYLANCE_API_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
 
@@ -116,33 +119,37 @@ pub struct GlobalOptions {
     #[arg(long, global = true, value_name = "LIST")]
     pub sources: Option<String>,
 
-    /// How far back the first poll without a checkpoint reaches. Default: 24h.
+    /// How far back the first poll without a checkpoint reaches. Default: 24h; at most
+    /// 3650d.
     /// [env: CYLANCE_LOGS_INITIAL_LOOKBACK]
     #[arg(long, global = true, value_name = "DURATION")]
     pub initial_lookback: Option<String>,
 
-    /// How far before the cursor each poll looks again, for late arrivals. Default: 10m.
+    /// How far before the cursor each poll looks again, for late arrivals. Default: 10m; at
+    /// most 1d.
     /// [env: CYLANCE_LOGS_OVERLAP]
     #[arg(long, global = true, value_name = "DURATION")]
     pub overlap: Option<String>,
 
-    /// Timeout of each HTTP request. Default: 30s. [env: CYLANCE_LOGS_TIMEOUT]
+    /// Timeout of each HTTP request; shorter when --max-runtime leaves less time. Default:
+    /// 30s; at most 10m. [env: CYLANCE_LOGS_TIMEOUT]
     #[arg(long, global = true, value_name = "DURATION")]
     pub timeout: Option<String>,
 
     /// Wait this long for another run on the same state directory to finish, instead of
-    /// exiting 75 at once. Default: 0s. [env: CYLANCE_LOGS_LOCK_WAIT]
+    /// exiting 75 at once. Default: 0s; at most 1d. [env: CYLANCE_LOGS_LOCK_WAIT]
     #[arg(long, global = true, value_name = "DURATION")]
     pub lock_wait: Option<String>,
 
     /// Stop fetching after this long, commit what was written and exit 75; 0 means no limit.
-    /// Default: 50s for poll (under the timer's minute), no limit for backfill.
+    /// No request outlives it. Default: 50s for poll (under the timer's minute), no limit for
+    /// backfill; at most 7d.
     /// [env: CYLANCE_LOGS_MAX_RUNTIME]
     #[arg(long, global = true, value_name = "DURATION")]
     pub max_runtime: Option<String>,
 
     /// List pages fetched at once within a window; pages are still written in order.
-    /// Default: 4. [env: CYLANCE_LOGS_CONCURRENCY]
+    /// Default: 4; 1 to 16. [env: CYLANCE_LOGS_CONCURRENCY]
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<String>,
 

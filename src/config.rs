@@ -4,6 +4,10 @@
 //! value remembers where it came from, and every error names the flag or the
 //! variable that held the bad value, so that an operator debugging a timer unit
 //! sees at once which line of which file to fix. All errors here exit 78.
+//!
+//! Every duration and count has a bound (the `MAX_*` constants below): a value
+//! past it is a typo or an attack, and refused here, so that no later time
+//! arithmetic (`now - lookback`) can overflow.
 
 use crate::cli::GlobalOptions;
 use crate::error::{ExitKind, fail};
@@ -14,6 +18,21 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Farthest back a first poll may reach (`--initial-lookback`): 10 years.
+pub const MAX_LOOKBACK: Duration = Duration::from_secs(3650 * 86_400);
+/// Largest `--overlap`: a day.
+pub const MAX_OVERLAP: Duration = Duration::from_secs(86_400);
+/// Largest `--timeout`: 10 minutes.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest `--lock-wait`: a day.
+pub const MAX_LOCK_WAIT: Duration = Duration::from_secs(86_400);
+/// Largest `--max-runtime`: 7 days (0 still means no limit).
+pub const MAX_RUNTIME: Duration = Duration::from_secs(7 * 86_400);
+/// `--concurrency` is 1 to this: pages in flight, each up to `api`'s body cap.
+pub const MAX_CONCURRENCY: u32 = 16;
+/// Largest secret file read; a real secret is a few dozen bytes.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// Where a resolved value came from, for debug lines and error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,17 +187,28 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// A duration of at most `max`.
     fn duration(
         &self,
         flag_value: &Option<String>,
         flag: &'static str,
         var: &'static str,
         default: Duration,
+        max: Duration,
     ) -> Result<Duration> {
         match self.lookup(flag_value, flag, var)? {
             None => Ok(default),
             Some((text, origin)) => {
-                parse_duration(&text).map_err(|why| config_error(format!("{origin}: {why}")))
+                let value = parse_duration(&text)
+                    .map_err(|why| config_error(format!("{origin}: {why}")))?;
+                if value > max {
+                    return Err(config_error(format!(
+                        "{origin}: '{}' is more than the largest accepted, {}",
+                        text.trim(),
+                        display_duration(max)
+                    )));
+                }
+                Ok(value)
             }
         }
     }
@@ -213,6 +243,7 @@ impl<'a> Resolver<'a> {
             "--timeout",
             "CYLANCE_LOGS_TIMEOUT",
             Duration::from_secs(30),
+            MAX_TIMEOUT,
         )?;
         if timeout.is_zero() {
             return Err(config_error(
@@ -357,25 +388,33 @@ impl<'a> Resolver<'a> {
             "--initial-lookback",
             "CYLANCE_LOGS_INITIAL_LOOKBACK",
             Duration::from_secs(24 * 3600),
+            MAX_LOOKBACK,
         )?;
         let overlap = self.duration(
             &o.overlap,
             "--overlap",
             "CYLANCE_LOGS_OVERLAP",
             Duration::from_secs(600),
+            MAX_OVERLAP,
         )?;
         let lock_wait = self.duration(
             &o.lock_wait,
             "--lock-wait",
             "CYLANCE_LOGS_LOCK_WAIT",
             Duration::ZERO,
+            MAX_LOCK_WAIT,
         )?;
         let max_runtime =
             match self.lookup(&o.max_runtime, "--max-runtime", "CYLANCE_LOGS_MAX_RUNTIME")? {
                 None => max_runtime_default,
-                Some((text, origin)) => {
-                    let d = parse_duration(&text)
-                        .map_err(|why| config_error(format!("{origin}: {why}")))?;
+                Some(_) => {
+                    let d = self.duration(
+                        &o.max_runtime,
+                        "--max-runtime",
+                        "CYLANCE_LOGS_MAX_RUNTIME",
+                        Duration::ZERO,
+                        MAX_RUNTIME,
+                    )?;
                     (!d.is_zero()).then_some(d)
                 }
             };
@@ -385,10 +424,11 @@ impl<'a> Resolver<'a> {
             "CYLANCE_LOGS_CONCURRENCY",
             4,
         )?;
-        if concurrency == 0 {
-            return Err(config_error(
-                "--concurrency (or $CYLANCE_LOGS_CONCURRENCY) must be at least 1".into(),
-            ));
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(config_error(format!(
+                "--concurrency (or $CYLANCE_LOGS_CONCURRENCY) must be 1 to {MAX_CONCURRENCY}, \
+                 not {concurrency}"
+            )));
         }
         let max_rps = self.count(&o.max_rps, "--max-rps", "CYLANCE_LOGS_MAX_RPS", 10)?;
         Ok(RunSettings {
@@ -431,13 +471,38 @@ fn parse_sources(list: &str) -> Result<Vec<SourceKind>, String> {
     Ok(sources)
 }
 
+/// Reads a regular file of at most [`MAX_SECRET_FILE`] bytes. Opened
+/// non-blocking, so that a FIFO without a writer is refused rather than
+/// waited on forever; a device or a huge file is refused too.
 fn read_secret_file(path: &Path, origin: &Origin) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: String| {
         config_error(format!(
-            "cannot read the secret file {} (from {origin}): {err}",
+            "cannot read the secret file {} (from {origin}): {why}",
             path.display()
         ))
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| refuse(err.to_string()))?;
+    let meta = file.metadata().map_err(|err| refuse(err.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| refuse(err.to_string()))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(refuse(format!(
+            "larger than {} KiB; a secret is a few dozen bytes",
+            MAX_SECRET_FILE / 1024
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| refuse("not valid UTF-8".into()))?;
     warn_if_shared(path);
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
@@ -457,7 +522,26 @@ fn warn_if_shared(path: &Path) {
 }
 
 /// Accepts https anywhere, http only to loopback (tests, a local proxy).
+/// A URL with credentials (`user:password@`) is refused without echoing it;
+/// a query or fragment is refused too, as every path is appended to it.
 fn check_base_url(url: &str, origin: &Origin) -> Result<String> {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    if authority.contains('@') {
+        return Err(config_error(format!(
+            "{origin}: the URL holds credentials (user:password@...); they are refused and not \
+             shown: give the host only"
+        )));
+    }
+    if url.contains(['?', '#']) {
+        return Err(config_error(format!(
+            "{origin}: '{url}' has a query or a fragment; give the base URL only"
+        )));
+    }
     let parsed: ureq::http::Uri = url
         .parse()
         .map_err(|err| config_error(format!("{origin}: '{url}' is not a URL: {err}")))?;

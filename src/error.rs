@@ -15,6 +15,10 @@ use std::fmt;
 pub enum ExitKind {
     /// 2: the command line could not be parsed (clap reports these itself).
     Usage,
+    /// 2 as well, from `status --max-age` only: a source's last success is
+    /// too old (Nagios plugins' CRITICAL). Never an error: `status` returns
+    /// it as its exit code after printing the verdict.
+    Critical,
     /// 65 (EX_DATAERR): the checkpoint is unreadable or invalid.
     Checkpoint,
     /// 74 (EX_IOERR): the output or the checkpoint cannot be written.
@@ -32,8 +36,9 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// Every kind, for documentation (the man page's EXIT STATUS).
-    pub const ALL: [ExitKind; 7] = [
+    pub const ALL: [ExitKind; 8] = [
         ExitKind::Usage,
+        ExitKind::Critical,
         ExitKind::Checkpoint,
         ExitKind::Io,
         ExitKind::Temporary,
@@ -46,6 +51,10 @@ impl ExitKind {
     pub fn meaning(self) -> &'static str {
         match self {
             ExitKind::Usage => "usage error: a mistyped option or TIME",
+            ExitKind::Critical => {
+                "from status --max-age: CRITICAL, a source's last success is older than the \
+                 given age, or there is none"
+            }
             ExitKind::Checkpoint => "the checkpoint is unreadable or invalid; it is left as it was",
             ExitKind::Io => {
                 "the output or the checkpoint cannot be written; the checkpoint did not advance"
@@ -55,7 +64,10 @@ impl ExitKind {
                  interrupted or --max-runtime reached; what was fetched is kept, try again \
                  next run"
             }
-            ExitKind::Protocol => "the API answered something unusable",
+            ExitKind::Protocol => {
+                "the API answered something unusable: a redirect (never followed), an unusable \
+                 token, a body that is not the JSON expected"
+            }
             ExitKind::Auth => "credentials or privileges rejected (HTTP 401/403)",
             ExitKind::Config => "configuration missing or invalid",
         }
@@ -63,7 +75,7 @@ impl ExitKind {
 
     pub fn code(self) -> u8 {
         match self {
-            ExitKind::Usage => 2,
+            ExitKind::Usage | ExitKind::Critical => 2,
             ExitKind::Checkpoint => 65,
             ExitKind::Io => 74,
             ExitKind::Temporary => 75,

@@ -7,7 +7,8 @@
 //! slices, dedupe, commits) over `sources` (what differs per endpoint) →
 //! `api` (auth, pages, pacing) with `retry` (the retry policy) and `control`
 //! (signals, run time) → `metrics` and `progress` (what operators watch).
-//! `check` and `status` are the two commands that write nothing. `error` maps
+//! `check` and `status` are the two commands that write nothing. `untrusted`
+//! escapes and caps every text from the server before it is shown or stored. `error` maps
 //! every failure to one exit code, here in `main_with_args`.
 
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod run;
 pub mod sources;
 pub mod status;
 pub mod timefmt;
+pub mod untrusted;
 
 use anyhow::Result;
 use clap::Parser;
@@ -127,37 +129,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .transpose()?;
             let settings = resolver.run(None)?;
             let healthy = status::show(&resolver.store()?, args.json, max_age, &settings.sources)?;
-            // Nagios plugins' CRITICAL.
             Ok(if healthy {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(2)
+                ExitCode::from(ExitKind::Critical.code())
             })
         }
     }
 }
 
-/// First backoff step (default 2s). An environment-only knob: tests shorten
-/// it, and an operator may lengthen it for a fragile proxy.
+/// First backoff step (default 2s, at most 60s, the longest step). An
+/// environment-only knob: tests shorten it, and an operator may lengthen it
+/// for a fragile proxy.
 fn backoff_base(env: config::EnvLookup) -> Result<Duration> {
-    match env("CYLANCE_LOGS_BACKOFF_BASE") {
-        None => Ok(Duration::from_secs(2)),
-        Some(value) => {
-            let text = value.to_string_lossy();
-            if let Some(ms) = text.strip_suffix("ms") {
-                return ms.parse().map(Duration::from_millis).map_err(|_| {
-                    fail(
-                        ExitKind::Config,
-                        format!("$CYLANCE_LOGS_BACKOFF_BASE: '{text}' is not a duration"),
-                    )
-                });
-            }
-            timefmt::parse_duration(&text).map_err(|why| {
-                fail(
-                    ExitKind::Config,
-                    format!("$CYLANCE_LOGS_BACKOFF_BASE: {why}"),
-                )
-            })
-        }
+    const MAX: Duration = Duration::from_secs(60);
+    let Some(value) = env("CYLANCE_LOGS_BACKOFF_BASE") else {
+        return Ok(Duration::from_secs(2));
+    };
+    let text = value.to_string_lossy();
+    let base = match text.strip_suffix("ms") {
+        Some(ms) => ms
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("'{text}' is not a duration")),
+        None => timefmt::parse_duration(&text),
     }
+    .map_err(|why| {
+        fail(
+            ExitKind::Config,
+            format!("$CYLANCE_LOGS_BACKOFF_BASE: {why}"),
+        )
+    })?;
+    if base > MAX {
+        return Err(fail(
+            ExitKind::Config,
+            format!("$CYLANCE_LOGS_BACKOFF_BASE: '{text}' is more than the largest accepted, 1m"),
+        ));
+    }
+    Ok(base)
 }

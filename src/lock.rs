@@ -6,6 +6,8 @@
 //! whether the previous run ended: a run writes a line into it on start and
 //! empties it on exit, so a line found there means that run was killed.
 //! Locks belong on local disk: flock over NFS can hang or silently not lock.
+//! The lock file is opened with O_NOFOLLOW and must be a regular file: a
+//! symlink planted at its name would otherwise have its target emptied.
 
 use crate::error::{ExitKind, fail};
 use anyhow::Result;
@@ -55,8 +57,28 @@ impl RunLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(io_error)?;
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => fail(
+                    ExitKind::Io,
+                    format!(
+                        "the lock file {} is a symlink; refused (remove it, the next run makes \
+                         a new one)",
+                        path.display()
+                    ),
+                ),
+                _ => io_error(err),
+            })?;
+        if !file.metadata().map_err(io_error)?.is_file() {
+            return Err(fail(
+                ExitKind::Io,
+                format!(
+                    "the lock file {} is not a regular file; refused",
+                    path.display()
+                ),
+            ));
+        }
         let deadline = Instant::now() + wait;
         loop {
             match file.try_lock() {

@@ -182,6 +182,7 @@ fn run_locked(
         let checkpoint_path = checkpoint::path_in(&store.state_dir);
         let mut checkpoint =
             Checkpoint::load(&checkpoint_path)?.unwrap_or_else(|| Checkpoint::new(&api.tenant_id));
+        checkpoint.warn_about_future_cursors(started);
         if checkpoint.tenant_id != api.tenant_id {
             return Err(fail(
                 ExitKind::Checkpoint,

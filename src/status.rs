@@ -3,12 +3,18 @@
 //!
 //! Reads without taking the run lock: the checkpoint is replaced by rename, so
 //! a reader always sees a whole version.
+//!
+//! With `--max-age` the verdict (`OK: ...` or `CRITICAL: ...`) is the first
+//! line, as Nagios shows only that one; the details follow. Every string read
+//! from the checkpoint is shown through `untrusted::shown`: an older release
+//! stored server messages raw.
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::StoreSettings;
 use crate::error::{ExitKind, fail};
 use crate::sources::SourceKind;
 use crate::timefmt::{display, display_duration};
+use crate::untrusted::{shown, shown_up_to};
 use anyhow::Result;
 use chrono::Utc;
 use std::io::Write;
@@ -25,21 +31,24 @@ pub fn show(
     let path = checkpoint::path_in(&store.state_dir);
     let checkpoint = Checkpoint::load(&path)?;
     let stale = max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age));
+    let now = Utc::now();
+    let future: Vec<String> = checkpoint.as_ref().map_or(Vec::new(), |c| {
+        c.future_cursors(now)
+            .into_iter()
+            .map(|(name, cursor)| format!("{name}: cursor {} is in the future", display(cursor)))
+            .collect()
+    });
     let text = if json {
+        // JSON escapes control characters itself.
         let doc = serde_json::json!({
             "checkpoint_path": path,
             "checkpoint": checkpoint,
             "stale": stale,
+            "future_cursors": future,
         });
         serde_json::to_string_pretty(&doc).expect("serializes") + "\n"
     } else {
-        let mut text = match &checkpoint {
-            None => format!(
-                "no checkpoint yet in {} (no run has committed there)\n",
-                store.state_dir.display()
-            ),
-            Some(checkpoint) => for_people(checkpoint, &path),
-        };
+        let mut text = String::new();
         if let (Some(stale), Some(age)) = (&stale, max_age) {
             text += &if stale.is_empty() {
                 format!(
@@ -49,6 +58,17 @@ pub fn show(
             } else {
                 format!("CRITICAL: {}\n", stale.join("; "))
             };
+        }
+        text += &match &checkpoint {
+            None => format!(
+                "no checkpoint yet in {} (no run has committed there)\n",
+                store.state_dir.display()
+            ),
+            Some(checkpoint) => for_people(checkpoint, &path),
+        };
+        for warning in &future {
+            text +=
+                &format!("warning: {warning}: check the clock; polls fetch nothing until then\n");
         }
         text
     };
@@ -94,18 +114,18 @@ fn for_people(checkpoint: &Checkpoint, path: &std::path::Path) -> String {
     let mut out = format!(
         "checkpoint {} (tenant {})\n",
         path.display(),
-        checkpoint.tenant_id
+        shown(&checkpoint.tenant_id)
     );
     if let Some(run) = &checkpoint.last_run {
         out += &format!(
             "last run: {} started {}, finished {}, exit {}{}\n",
-            run.command,
+            shown(&run.command),
             display(run.started),
             display(run.finished),
             run.exit_code,
             run.error
                 .as_ref()
-                .map_or(String::new(), |e| format!(": {e}"))
+                .map_or(String::new(), |e| format!(": {}", shown_up_to(e, 2000)))
         );
     }
     for (name, state) in &checkpoint.sources {
@@ -119,7 +139,11 @@ fn for_people(checkpoint: &Checkpoint, path: &std::path::Path) -> String {
         );
     }
     if let Some(mark) = &checkpoint.output {
-        out += &format!("output: {} at byte {}\n", mark.path.display(), mark.size);
+        out += &format!(
+            "output: {} at byte {}\n",
+            shown(&mark.path.to_string_lossy()),
+            mark.size
+        );
     }
     out
 }

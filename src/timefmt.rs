@@ -53,28 +53,53 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// The earliest time a user may give: nothing Cylance holds is older.
+pub const EARLIEST_USER_TIME: &str = "2000-01-01T00:00:00Z";
+
 /// Parses a time given by a user: RFC 3339, a date (midnight UTC) or an age
-/// before `now` (`30d`, `12h`, `90m`).
+/// before `now` (`30d`, `12h`, `90m`). It must lie between
+/// [`EARLIEST_USER_TIME`] and a day after `now`, so that no window arithmetic
+/// on it can overflow.
 pub fn parse_user_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
+    let time = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        Some(t.with_timezone(&Utc))
+    } else if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        Some(
+            date.and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc(),
+        )
+    } else if let Ok(age) = parse_duration(text) {
+        // An age past chrono's range is out of range like any other.
+        Some(
+            TimeDelta::from_std(age)
+                .ok()
+                .and_then(|age| now.checked_sub_signed(age))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        )
+    } else {
+        None
+    };
+    let Some(time) = time else {
+        return Err(format!(
+            "'{text}' is not a time (use RFC 3339 like 2024-05-01T00:00:00Z, a date like \
+             2024-05-01, or an age like 30d, 12h, 90m)"
+        ));
+    };
+    let earliest = DateTime::parse_from_rfc3339(EARLIEST_USER_TIME)
+        .expect("a valid constant")
+        .with_timezone(&Utc);
+    if time < earliest || time > now + TimeDelta::days(1) {
+        return Err(format!(
+            "'{text}' is out of range: give a time from {} to a day from now",
+            display(earliest)
+        ));
     }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc());
-    }
-    if let Ok(age) = parse_duration(text) {
-        return Ok(now - to_delta(age));
-    }
-    Err(format!(
-        "'{text}' is not a time (use RFC 3339 like 2024-05-01T00:00:00Z, a date like 2024-05-01, \
-         or an age like 30d, 12h, 90m)"
-    ))
+    Ok(time)
 }
 
+/// For durations `config` has bounded (years at most), which always fit.
 pub fn to_delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
@@ -210,6 +235,14 @@ mod tests {
         );
         assert_eq!(parse_user_time("12h", now), Ok(utc("2024-05-14T00:00:00Z")));
         assert!(parse_user_time("yesterday", now).is_err());
+        for out_of_range in ["999999999d", "1999-12-31", "2024-05-16T00:00:00Z"] {
+            assert!(
+                parse_user_time(out_of_range, now)
+                    .unwrap_err()
+                    .contains("out of range"),
+                "{out_of_range}"
+            );
+        }
     }
 
     #[test]

@@ -278,11 +278,11 @@ fn html_truncated_and_envelope_less_bodies_are_retried_then_76() {
 fn oversized_body_is_refused_with_76() {
     let env = TestEnv::new();
     env.fake
-        .push_fault("/threats/v2", Fault::Oversize(70 * 1024 * 1024));
+        .push_fault("/threats/v2", Fault::Oversize(17 * 1024 * 1024));
     let out = env.run(&["poll"]).expect(76);
     assert!(
         out.error_line()
-            .contains("GET /threats/v2: the answer is larger than 64 MiB"),
+            .contains("GET /threats/v2: the answer is larger than 16 MiB"),
         "{}",
         out.stderr
     );

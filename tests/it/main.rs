@@ -19,6 +19,7 @@ mod config;
 mod crash;
 mod exit_codes;
 mod faults;
+mod hostile;
 mod local_state;
 mod man;
 mod pacing;

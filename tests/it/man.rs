@@ -7,7 +7,7 @@
 //! (packagers install man/cylance-logs.1 and man/completions/*).
 
 use clap::CommandFactory;
-use clap_mangen::roff::{Roff, bold, roman};
+use clap_mangen::roff::{Inline, Roff, bold, italic, roman};
 use cylance_logs::cli::Cli;
 use cylance_logs::error::ExitKind;
 use std::path::{Path, PathBuf};
@@ -126,15 +126,99 @@ fn environment_of_options(cmd: &clap::Command) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `--flag`, or `--flag VALUE` for an option that takes one; in brackets
+/// unless required.
+fn synopsis_of(arg: &clap::Arg) -> Vec<Inline> {
+    let name = match (arg.get_short(), arg.get_long()) {
+        (Some(short), Some(long)) => format!("-{short}|--{long}"),
+        (None, Some(long)) => format!("--{long}"),
+        (Some(short), None) => format!("-{short}"),
+        (None, None) => arg.get_id().to_string(),
+    };
+    let mut parts = vec![bold(name)];
+    if arg.get_action().takes_values()
+        && let Some(value) = arg.get_value_names().and_then(|v| v.first())
+    {
+        parts.push(roman(" "));
+        parts.push(italic(value.to_string()));
+    }
+    if arg.is_required_set() {
+        parts.push(roman(" "));
+        return parts;
+    }
+    let mut bracketed = vec![roman("[")];
+    bracketed.extend(parts);
+    bracketed.push(roman(
+        if matches!(arg.get_action(), clap::ArgAction::Count) {
+            "]... "
+        } else {
+            "] "
+        },
+    ));
+    bracketed
+}
+
+/// SYNOPSIS with value placeholders (clap_mangen shows options without
+/// them), then one line per command.
+fn synopsis(cmd: &clap::Command) -> Roff {
+    let mut roff = Roff::default();
+    roff.control("SH", ["SYNOPSIS"]);
+    let mut line = vec![bold("cylance-logs "), roman("[")];
+    line.push(italic("OPTIONS"));
+    line.push(roman("] "));
+    line.push(italic("COMMAND"));
+    roff.text(line);
+    for sub in cmd.get_subcommands() {
+        roff.control("br", []);
+        let mut line = vec![bold(format!("cylance-logs {} ", sub.get_name()))];
+        for arg in sub
+            .get_arguments()
+            .filter(|a| !a.is_global_set() && a.get_long() != Some("help"))
+        {
+            line.extend(synopsis_of(arg));
+        }
+        line.push(roman("["));
+        line.push(italic("OPTIONS"));
+        line.push(roman("]"));
+        roff.text(line);
+    }
+    roff.control("PP", []);
+    roff.text([roman("OPTIONS:")]);
+    let mut line = Vec::new();
+    for arg in cmd.get_arguments() {
+        line.extend(synopsis_of(arg));
+    }
+    roff.text(line);
+    roff
+}
+
 fn man_page() -> Vec<u8> {
     let cmd = Cli::command();
     let man = clap_mangen::Man::new(cmd.clone())
         .date("")
         .manual("cylance-logs manual");
     let mut out = Vec::new();
-    man.render(&mut out).unwrap();
+    // Section by section: clap_mangen's SYNOPSIS lacks value placeholders,
+    // and its SUBCOMMANDS section points at cylance-logs-poll(1) and the
+    // like, which are not shipped.
+    man.render_title(&mut out).unwrap();
+    man.render_name_section(&mut out).unwrap();
+    synopsis(&cmd).to_writer(&mut out).unwrap();
+    man.render_description_section(&mut out).unwrap();
+    man.render_options_section(&mut out).unwrap();
 
     let mut roff = Roff::default();
+    roff.control("SH", ["COMMANDS"]);
+    for sub in cmd.get_subcommands() {
+        roff.control("TP", []);
+        roff.text([bold(sub.get_name())]);
+        roff.text([roman(
+            sub.get_long_about()
+                .or(sub.get_about())
+                .map(|h| h.to_string())
+                .unwrap_or_default(),
+        )]);
+    }
     for sub in cmd.get_subcommands() {
         let options: Vec<_> = sub
             .get_arguments()
@@ -151,6 +235,7 @@ fn man_page() -> Vec<u8> {
             roff.control("TP", []);
             let value = arg
                 .get_value_names()
+                .filter(|_| arg.get_action().takes_values())
                 .map(|v| format!(" {}", v[0]))
                 .unwrap_or_default();
             roff.text([bold(format!("--{}", arg.get_long().unwrap())), roman(value)]);
@@ -186,10 +271,18 @@ fn man_page() -> Vec<u8> {
     roff.control("TP", []);
     roff.text([bold("0")]);
     roff.text([roman("Success, also when there was nothing new.")]);
-    for kind in ExitKind::ALL {
+    // Kinds that share a code (usage and status's CRITICAL) share an entry.
+    let mut codes: Vec<u8> = ExitKind::ALL.iter().map(|k| k.code()).collect();
+    codes.dedup();
+    for code in codes {
+        let meanings: Vec<String> = ExitKind::ALL
+            .iter()
+            .filter(|k| k.code() == code)
+            .map(|k| capitalize(k.meaning()))
+            .collect();
         roff.control("TP", []);
-        roff.text([bold(kind.code().to_string())]);
-        roff.text([roman(format!("{}.", capitalize(kind.meaning())))]);
+        roff.text([bold(code.to_string())]);
+        roff.text([roman(format!("{}.", meanings.join(". ")))]);
     }
     roff.control("SH", ["EXAMPLES"]);
     for (command, text) in EXAMPLES {
@@ -197,7 +290,13 @@ fn man_page() -> Vec<u8> {
         roff.text([bold(*command)]);
         roff.text([roman(*text)]);
     }
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([roman(
+        "systemd.timer(5), sd-daemon(3), logrotate(8); \
+         /usr/share/doc/cylance-logs/README.md",
+    )]);
     roff.to_writer(&mut out).unwrap();
+    man.render_version_section(&mut out).unwrap();
     out
 }
 
@@ -228,6 +327,24 @@ fn checked_in_man_page_matches_the_clap_definition() {
         );
     }
     assert!(text.contains("CYLANCE_LOGS_OVERLAP"));
+    assert!(
+        text.contains("\\fB\\-\\-json\\fR\n"),
+        "--json is a flag, shown without a value"
+    );
+    assert!(
+        !text.contains("cylance\\-logs\\-") && !text.contains("(1)"),
+        "names no man page that is not shipped"
+    );
+    assert!(
+        text.contains("[\\fB\\-\\-app\\-id\\fR \\fIID\\fR]")
+            && text.contains("\\fB\\-\\-since\\fR \\fITIME\\fR"),
+        "SYNOPSIS gives value placeholders"
+    );
+    let exit_status = &text[text.find("EXIT STATUS").unwrap()..];
+    assert!(
+        exit_status.contains("\\fB2\\fR\nUsage error") && exit_status.contains("CRITICAL"),
+        "EXIT STATUS says that status exits 2 for CRITICAL"
+    );
     assert!(
         text.contains("\\(rqtenant_id\\(rq") || text.contains("\"tenant_id\""),
         "the output contract names the tenant field"
