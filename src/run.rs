@@ -484,8 +484,7 @@ impl Run {
         if let Some(seen) = self.seen.get_mut(&kind) {
             seen.retain(|_, time| state.keeps(*time, overlap));
         }
-        // Rejected items count too: committed, they are not reported again.
-        if written > 0 || !self.dead_letter.is_empty() {
+        if written > 0 {
             self.commit()?;
         }
         Ok(())
