@@ -306,3 +306,27 @@ fn metrics_and_status_show_the_rejected_count_and_file() {
         rejected_path(&env).display().to_string()
     );
 }
+
+#[test]
+fn a_symlink_in_place_of_rejected_jsonl_is_not_followed_and_nothing_is_lost() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let target = env.dir.join("elsewhere.txt");
+    std::fs::write(&target, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&target, rejected_path(&env)).unwrap();
+    env.fake
+        .add_raw_threat("B1", &threat_time(minutes_ago(2)), b"[]");
+    let refused = env.run(&["poll", "--sources", "threats"]).expect(74);
+    assert!(
+        refused.error_line().contains("rejected.jsonl"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    // The checkpoint came after the dead-letter file, so it did not record the
+    // item as kept: once the link is gone, the item is kept and reported.
+    std::fs::remove_file(rejected_path(&env)).unwrap();
+    let next = env.run(&["poll", "--sources", "threats"]).expect(0);
+    assert_eq!(reject_warnings(&next.stderr).len(), 1, "{}", next.stderr);
+    assert_eq!(rejected_lines(&env).len(), 1);
+}
