@@ -851,3 +851,25 @@ fn append_dead_letter(path: &Path, lines: &[u8]) -> Result<()> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_items_are_remembered_a_week_at_most_newest_ten_thousand() {
+        let now = Utc::now();
+        let mut rejected: HashMap<String, DateTime<Utc>> = (0..MAX_REJECTED_KEYS as i64 + 5)
+            .map(|i| (format!("h{i}"), now - TimeDelta::seconds(i)))
+            .collect();
+        rejected.insert("old".into(), now - REJECTED_MEMORY);
+        let kept = recent_rejections(&rejected, now);
+        assert_eq!(kept.len(), MAX_REJECTED_KEYS);
+        assert!(kept.iter().all(|k| k.hash != "old"), "older than a week");
+        assert!(
+            kept.iter().all(|k| k.hash != "h10004"),
+            "the oldest go first over the cap"
+        );
+        assert_eq!(kept.last().unwrap().hash, "h0", "oldest first, newest last");
+    }
+}
