@@ -861,7 +861,10 @@ mod tests {
         let now = Utc::now();
         let week = HashMap::from([
             ("old".to_string(), now - REJECTED_MEMORY),
-            ("young".to_string(), now - REJECTED_MEMORY + TimeDelta::seconds(1)),
+            (
+                "young".to_string(),
+                now - REJECTED_MEMORY + TimeDelta::seconds(1),
+            ),
         ]);
         let kept = recent_rejections(&week, now);
         assert_eq!(kept.len(), 1);
