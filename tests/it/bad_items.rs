@@ -330,3 +330,63 @@ fn a_symlink_in_place_of_rejected_jsonl_is_not_followed_and_nothing_is_lost() {
     assert_eq!(reject_warnings(&next.stderr).len(), 1, "{}", next.stderr);
     assert_eq!(rejected_lines(&env).len(), 1);
 }
+
+#[test]
+fn rejected_jsonl_is_synced_before_the_checkpoint_is_replaced() {
+    let works = std::process::Command::new("strace")
+        .args(["-o", "/dev/null", "true"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !works {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "strace is missing or cannot trace here, and CI=true"
+        );
+        eprintln!("note: strace is not usable here; the dead-letter sync order test is skipped");
+        return;
+    }
+    let env = TestEnv::new();
+    env.fake
+        .add_raw_threat("B1", &threat_time(minutes_ago(2)), b"[]");
+    let trace = env.dir.join("trace");
+    let binary = env.command(&["poll", "--sources", "threats"]);
+    let mut traced = std::process::Command::new("strace");
+    traced
+        .args([
+            "-f",
+            "-e",
+            "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+        ])
+        .arg("-o")
+        .arg(&trace)
+        .arg(binary.get_program())
+        .args(binary.get_args())
+        .env_clear()
+        .envs(binary.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let out = traced.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let calls: Vec<&str> = trace.lines().collect();
+    let opened = calls
+        .iter()
+        .position(|c| c.contains("rejected.jsonl") && c.contains("O_NOFOLLOW"))
+        .unwrap_or_else(|| panic!("rejected.jsonl not opened with O_NOFOLLOW:\n{trace}"));
+    let fd = calls[opened].rsplit("= ").next().unwrap().trim();
+    let synced = calls[opened..]
+        .iter()
+        .position(|c| {
+            c.contains(&format!("fsync({fd})")) || c.contains(&format!("fdatasync({fd})"))
+        })
+        .map(|at| opened + at)
+        .unwrap_or_else(|| panic!("rejected.jsonl never synced:\n{trace}"));
+    let replaced = calls[opened..]
+        .iter()
+        .position(|c| c.contains("rename") && c.contains("checkpoint.json\""))
+        .map(|at| opened + at)
+        .unwrap_or_else(|| panic!("no checkpoint replaced after rejected.jsonl:\n{trace}"));
+    assert!(synced < replaced, "{trace}");
+}
