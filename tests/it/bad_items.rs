@@ -355,7 +355,7 @@ fn rejected_jsonl_is_synced_before_the_checkpoint_is_replaced() {
         .args([
             "-f",
             "-e",
-            "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+            "trace=openat,close,fsync,fdatasync,rename,renameat,renameat2",
         ])
         .arg("-o")
         .arg(&trace)
@@ -376,13 +376,18 @@ fn rejected_jsonl_is_synced_before_the_checkpoint_is_replaced() {
         .position(|c| c.contains("rejected.jsonl") && c.contains("O_NOFOLLOW"))
         .unwrap_or_else(|| panic!("rejected.jsonl not opened with O_NOFOLLOW:\n{trace}"));
     let fd = calls[opened].rsplit("= ").next().unwrap().trim();
-    let synced = calls[opened..]
+    // Synced while still open: the fd number is reused once it is closed.
+    let closed = calls[opened..]
+        .iter()
+        .position(|c| c.contains(&format!("close({fd})")))
+        .map_or(calls.len(), |at| opened + at);
+    let synced = calls[opened..closed]
         .iter()
         .position(|c| {
             c.contains(&format!("fsync({fd})")) || c.contains(&format!("fdatasync({fd})"))
         })
         .map(|at| opened + at)
-        .unwrap_or_else(|| panic!("rejected.jsonl never synced:\n{trace}"));
+        .unwrap_or_else(|| panic!("rejected.jsonl closed without a sync:\n{trace}"));
     let replaced = calls[opened..]
         .iter()
         .position(|c| c.contains("rename") && c.contains("checkpoint.json\""))
