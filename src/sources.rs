@@ -37,11 +37,12 @@ pub enum SourceKind {
 /// half-open window on the client.
 pub const SERVER_WINDOW_PAD: TimeDelta = TimeDelta::seconds(60);
 
-/// Items dated before this cannot be events of this product (its API went
-/// live years later); a year-1 date is a broken item, not history.
+/// Items dated before this cannot be events of this product (it is younger);
+/// a year-1 or pre-1970 date is a broken item, not history.
 pub const EARLIEST_EVENT: DateTime<Utc> = DateTime::from_timestamp_nanos(946_684_800_000_000_000);
-/// Items dated more than this after the run started are broken, not early:
-/// writing them would put them out of every later window.
+/// Items dated more than this after the run started are broken, not early
+/// (a day covers any clock skew): no window would ever hold them, so they
+/// would vanish unreported.
 pub const MAX_AHEAD: TimeDelta = TimeDelta::days(1);
 
 /// The two keys the tool puts first on each line, and what an item's own
