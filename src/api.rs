@@ -89,6 +89,8 @@ pub struct Page {
     items: Vec<Range<usize>>,
     pub total_pages: Option<u64>,
     pub total_number_of_items: Option<u64>,
+    /// The answer held invalid UTF-8, replaced by U+FFFD: the caller says so.
+    pub replaced_invalid_utf8: bool,
 }
 
 impl Page {
@@ -753,11 +755,15 @@ struct Waits {
 }
 
 /// Parses a list answer. The body is checked as UTF-8 once, whole, so items
-/// are later sliced out as `&str` without checking again. On failure, gives
-/// back why and the body, for the message.
+/// are later sliced out as `&str` without checking again. Invalid UTF-8 (one
+/// bad byte in one item) must not cost the page: it is replaced by U+FFFD,
+/// copying the body only then. On failure, gives back why and the body, for
+/// the message.
 fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
-    let text =
-        String::from_utf8(body).map_err(|err| (err.utf8_error().to_string(), err.into_bytes()))?;
+    let (text, replaced_invalid_utf8) = match String::from_utf8(body) {
+        Ok(text) => (text, false),
+        Err(err) => (String::from_utf8_lossy(err.as_bytes()).into_owned(), true),
+    };
     let (items, total_pages, total_number_of_items) = match serde_json::from_str::<Envelope>(&text)
     {
         Ok(envelope) => {
@@ -779,6 +785,7 @@ fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
         items,
         total_pages,
         total_number_of_items,
+        replaced_invalid_utf8,
     })
 }
 

@@ -67,6 +67,20 @@ pub struct SourceState {
     /// Keys of written events that a later window may show again.
     #[serde(default)]
     pub seen: Vec<SeenKey>,
+    /// Items kept in `rejected.jsonl` (not written to the output), ever.
+    #[serde(default)]
+    pub rejected_total: u64,
+    /// Items recently rejected, so that a later window showing them again
+    /// neither warns nor keeps them twice (see `run.rs` for the bound).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RejectedKey {
+    /// SHA-256 of the item's bytes, the first 128 bits in hex.
+    pub hash: String,
+    pub first_seen: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -299,6 +313,8 @@ impl SourceState {
             events_written: 0,
             last_success: None,
             seen: Vec::new(),
+            rejected_total: 0,
+            rejected: Vec::new(),
         }
     }
 

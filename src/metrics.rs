@@ -24,6 +24,8 @@ pub struct RunFigures {
     pub rate_limited: u64,
     /// Events this run wrote, per source.
     pub events: Vec<(SourceKind, u64)>,
+    /// Items this run first rejected to `rejected.jsonl`, per source.
+    pub rejected: Vec<(SourceKind, u64)>,
     pub resources: Option<Resources>,
 }
 
@@ -152,6 +154,18 @@ fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures
                 .map(|(_, n)| *n as f64)
         }),
     );
+    metric(
+        "last_run_rejected",
+        "gauge",
+        "Items the last run could not place and kept in rejected.jsonl instead of the output, per source.",
+        &per_source(&|kind| {
+            figures
+                .rejected
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, n)| *n as f64)
+        }),
+    );
     if let Some(resources) = figures.resources {
         metric(
             "last_run_peak_memory_bytes",
@@ -176,6 +190,12 @@ fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures
         "counter",
         "Events written to the output by this state directory, ever.",
         &per_source(&|kind| state(kind).map(|s| s.events_written as f64)),
+    );
+    metric(
+        "rejected_total",
+        "counter",
+        "Items kept in rejected.jsonl instead of the output by this state directory, ever.",
+        &per_source(&|kind| state(kind).map(|s| s.rejected_total as f64)),
     );
     out
 }
@@ -202,6 +222,7 @@ mod tests {
             retries: 1,
             rate_limited: 1,
             events: vec![(SourceKind::Threats, 4)],
+            rejected: vec![(SourceKind::Threats, 2)],
             resources: Resources::of_this_process(),
         };
         let text = render("t\"1", None, &figures);
@@ -212,6 +233,9 @@ mod tests {
             )
         );
         assert!(text.contains("cylance_logs_last_run_peak_memory_bytes{"));
+        assert!(text.contains(
+            "cylance_logs_last_run_rejected{tenant_id=\"t\\\"1\",source=\"threats\"} 2\n"
+        ));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();
             assert!(

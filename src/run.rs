@@ -14,9 +14,15 @@
 //! so a large backfill commits as it goes and an interrupted one resumes
 //! where it stopped. Nothing is committed for half a slice; what half a slice
 //! wrote is found again by the output's crash recovery.
+//!
+//! No item stops a run. One that cannot be placed (not an object, no key or
+//! time, an unreadable time or one before 2000 or over a day after the run
+//! started, a duplicate key) is not written: it goes once to the dead-letter
+//! file `rejected.jsonl` in the state directory, with a warning, and the run
+//! goes on. Only placed items' times end a newest-first list early.
 
 use crate::api::{ApiClient, Page};
-use crate::checkpoint::{self, Checkpoint, RunRecord, SourceState};
+use crate::checkpoint::{self, Checkpoint, RejectedKey, RunRecord, SourceState};
 use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
 use crate::error::{ExitKind, exit_code_of, fail};
@@ -25,14 +31,19 @@ use crate::metrics::{self, Resources, RunFigures};
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
-use crate::sources::{SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line};
+use crate::sources::{
+    SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line, push_one_line, rename_reserved,
+};
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use sha2::{Digest, Sha256};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
@@ -41,6 +52,20 @@ use std::time::Instant;
 const MAX_PAGES_PER_SLICE: u64 = 50;
 /// Windows are not split below this length.
 const MIN_SLICE: TimeDelta = TimeDelta::minutes(1);
+
+/// The dead-letter file in the state directory: one JSON line per item that
+/// could not be placed.
+pub const REJECTED_FILE: &str = "rejected.jsonl";
+/// A rejected item is remembered (by a hash of its bytes) this long after it
+/// was first met, so that polls whose overlap shows it again stay quiet; a
+/// backfill meeting it later reports it again.
+const REJECTED_MEMORY: TimeDelta = TimeDelta::days(7);
+/// At most this many rejected items are remembered per source, newest kept.
+const MAX_REJECTED_KEYS: usize = 10_000;
+
+pub fn rejected_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(REJECTED_FILE)
+}
 
 /// Which end of a window is fetched first.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +117,8 @@ impl Job {
 struct SourceTally {
     events: u64,
     pages: u64,
+    /// Items first rejected by this run.
+    rejected: u64,
 }
 
 /// Everything a run works on, so the steps below stay small.
@@ -117,6 +144,13 @@ struct Run {
     keep_output_mark: bool,
     /// The lines of the page being written, reused.
     line_buffer: Vec<u8>,
+    /// Scratch space for `SourceKind::scan`, reused.
+    key_names: Vec<u64>,
+    /// Per source, hashes of the rejected items met lately, with when first met.
+    rejected: HashMap<SourceKind, HashMap<String, DateTime<Utc>>>,
+    /// Dead-letter lines not yet in `rejected.jsonl`; appended at the next commit.
+    dead_letter: Vec<u8>,
+    rejected_path: PathBuf,
 }
 
 pub fn run_job(
@@ -144,6 +178,12 @@ pub fn run_job(
             r.tallies
                 .iter()
                 .map(|(kind, t)| (*kind, t.events))
+                .collect()
+        }),
+        rejected: run.as_ref().map_or_else(Vec::new, |r| {
+            r.tallies
+                .iter()
+                .map(|(kind, t)| (*kind, t.rejected))
                 .collect()
         }),
         resources: Resources::of_this_process(),
@@ -241,6 +281,10 @@ fn run_locked(
             expected_pages: HashMap::new(),
             keep_output_mark: false,
             line_buffer: Vec::new(),
+            key_names: Vec::new(),
+            rejected: HashMap::new(),
+            dead_letter: Vec::new(),
+            rejected_path: rejected_path(&store.state_dir),
         };
         Ok((run, recovered))
     })();
@@ -273,6 +317,14 @@ impl Run {
             }
             seen.extend(mine.iter().map(|e| (e.key.clone(), e.time)));
             self.seen.insert(kind, seen);
+            let rejected = self.checkpoint.source(kind).map(|state| {
+                state
+                    .rejected
+                    .iter()
+                    .map(|r| (r.hash.clone(), r.first_seen))
+                    .collect()
+            });
+            self.rejected.insert(kind, rejected.unwrap_or_default());
         }
         for kind in self.settings.sources.clone() {
             match self.job {
@@ -563,13 +615,23 @@ impl Run {
             total_pages: page.total_pages.unwrap_or(0),
             ..PageOutcome::default()
         };
+        let started = self.started;
+        // Items that cannot be placed, with why; kept aside after the page.
+        let mut rejects: Vec<(String, &str)> = Vec::new();
+        let mut replaced_utf8 = 0u64;
         for item in page.items() {
-            let meta = kind.meta(item).map_err(|why| {
-                fail(
-                    ExitKind::Protocol,
-                    format!("GET {} page {number}: {why}", kind.path()),
-                )
-            })?;
+            let scan = match kind.scan(item, &mut self.key_names) {
+                Ok(scan) => scan,
+                Err(why) => {
+                    rejects.push((why, item));
+                    continue;
+                }
+            };
+            let meta = scan.meta;
+            if let Some(why) = kind.implausible_time(meta.time, started) {
+                rejects.push((why, item));
+                continue;
+            }
             outcome.outside_window |= meta.time < padded_start || meta.time >= padded_end;
             // Newest first: once an item is older than the window, so is
             // everything after it.
@@ -578,13 +640,36 @@ impl Run {
                 continue;
             }
             if let Entry::Vacant(slot) = seen.entry(meta.key) {
+                if scan.reserved {
+                    match rename_reserved(item) {
+                        Ok(renamed) => push_line(&mut lines, &prefix, &renamed),
+                        Err(why) => {
+                            rejects.push((why, item));
+                            continue;
+                        }
+                    }
+                } else {
+                    push_line(&mut lines, &prefix, item);
+                }
                 slot.insert(meta.time);
-                push_line(&mut lines, &prefix, item);
                 outcome.written += 1;
+                if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
+                    replaced_utf8 += 1;
+                }
             }
         }
         self.output.append(&lines)?;
         self.line_buffer = lines;
+        if replaced_utf8 > 0 {
+            crate::warn!(
+                "{} page {number}: the answer held bytes that are not UTF-8; {replaced_utf8} \
+                 item(s) were written with U+FFFD in their place",
+                kind.name()
+            );
+        }
+        for (why, item) in rejects {
+            self.reject(kind, number, &why, item);
+        }
         let expected = *self
             .expected_pages
             .entry(kind)
@@ -597,6 +682,37 @@ impl Run {
             progress.page(kind, pages, expected, events);
         }
         Ok(outcome)
+    }
+
+    /// Keeps an item that cannot be placed for `rejected.jsonl` and warns,
+    /// unless it was met lately (the same bytes): then it was reported already.
+    fn reject(&mut self, kind: SourceKind, page: u32, why: &str, item: &str) {
+        let digest = Sha256::digest(item.as_bytes());
+        let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let now = Utc::now();
+        match self.rejected.entry(kind).or_default().entry(hash) {
+            Entry::Occupied(_) => return,
+            Entry::Vacant(slot) => slot.insert(now),
+        };
+        crate::warn!(
+            "{} page {page}: an item was not written ({why}); it is kept in {}",
+            kind.name(),
+            self.rejected_path.display()
+        );
+        let head = format!(
+            "{{\"rejected_at\":\"{}\",\"source\":\"{}\",\"page\":{page},\"reason\":{},\"item\":",
+            now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            kind.name(),
+            serde_json::to_string(why).expect("a string serializes")
+        );
+        push_one_line(&mut self.dead_letter, head.as_bytes());
+        // Items are valid JSON (the page parsed), so the item goes in as it came.
+        push_one_line(&mut self.dead_letter, item.trim().as_bytes());
+        self.dead_letter.extend_from_slice(b"}\n");
+        self.tally(kind).rejected += 1;
+        if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
+            state.rejected_total += 1;
+        }
     }
 
     fn tally(&mut self, kind: SourceKind) -> &mut SourceTally {
@@ -616,6 +732,16 @@ impl Run {
             if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
                 state.set_seen(seen);
             }
+        }
+        let now = Utc::now();
+        for (kind, rejected) in &self.rejected {
+            if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
+                state.rejected = recent_rejections(rejected, now);
+            }
+        }
+        if !self.dead_letter.is_empty() {
+            append_dead_letter(&self.rejected_path, &self.dead_letter)?;
+            self.dead_letter.clear();
         }
         self.output.sync()?;
         if !self.keep_output_mark
@@ -659,8 +785,13 @@ impl Run {
             .tallies
             .iter()
             .map(|(kind, tally)| {
+                let rejected = if tally.rejected > 0 {
+                    format!(", {} rejected", tally.rejected)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} {} new ({} pages)",
+                    "{} {} new ({} pages{rejected})",
                     kind.name(),
                     tally.events,
                     tally.pages
@@ -677,5 +808,77 @@ impl Run {
             figures.rate_limited,
             figures.duration_seconds
         )
+    }
+}
+
+/// The rejected items to remember, bounded by [`REJECTED_MEMORY`] and
+/// [`MAX_REJECTED_KEYS`], oldest first for a stable file.
+fn recent_rejections(
+    rejected: &HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<RejectedKey> {
+    let mut kept: Vec<RejectedKey> = rejected
+        .iter()
+        .filter(|(_, first_seen)| now - **first_seen < REJECTED_MEMORY)
+        .map(|(hash, first_seen)| RejectedKey {
+            hash: hash.clone(),
+            first_seen: *first_seen,
+        })
+        .collect();
+    kept.sort_by(|a, b| (a.first_seen, &a.hash).cmp(&(b.first_seen, &b.hash)));
+    let excess = kept.len().saturating_sub(MAX_REJECTED_KEYS);
+    kept.drain(..excess);
+    kept
+}
+
+/// Appends dead-letter lines durably: before the checkpoint that stops them
+/// from being reported again. Owner-only, as items may be sensitive, and not
+/// through a symlink planted in the state directory.
+fn append_dead_letter(path: &Path, lines: &[u8]) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .and_then(|mut file| {
+            file.write_all(lines)?;
+            file.sync_all()
+        })
+        .map_err(|err| {
+            fail(
+                ExitKind::Io,
+                format!("cannot append rejected items to {}: {err}", path.display()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_items_are_remembered_a_week_at_most_newest_ten_thousand() {
+        let now = Utc::now();
+        let week = HashMap::from([
+            ("old".to_string(), now - REJECTED_MEMORY),
+            (
+                "young".to_string(),
+                now - REJECTED_MEMORY + TimeDelta::seconds(1),
+            ),
+        ]);
+        let kept = recent_rejections(&week, now);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].hash, "young", "a week old is forgotten");
+        let rejected: HashMap<String, DateTime<Utc>> = (0..MAX_REJECTED_KEYS as i64 + 5)
+            .map(|i| (format!("h{i}"), now - TimeDelta::seconds(i)))
+            .collect();
+        let kept = recent_rejections(&rejected, now);
+        assert_eq!(kept.len(), MAX_REJECTED_KEYS);
+        assert!(
+            kept.iter().all(|k| k.hash != "h10004"),
+            "the oldest go first over the cap"
+        );
+        assert_eq!(kept.last().unwrap().hash, "h0", "oldest first, newest last");
     }
 }

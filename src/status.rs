@@ -29,6 +29,7 @@ pub fn show(
     sources: &[SourceKind],
 ) -> Result<bool> {
     let path = checkpoint::path_in(&store.state_dir);
+    let rejected_path = crate::run::rejected_path(&store.state_dir);
     let checkpoint = Checkpoint::load(&path)?;
     let stale = max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age));
     let now = Utc::now();
@@ -42,6 +43,7 @@ pub fn show(
         // JSON escapes control characters itself.
         let doc = serde_json::json!({
             "checkpoint_path": path,
+            "rejected_path": rejected_path,
             "checkpoint": checkpoint,
             "stale": stale,
             "future_cursors": future,
@@ -64,7 +66,7 @@ pub fn show(
                 "no checkpoint yet in {} (no run has committed there)\n",
                 store.state_dir.display()
             ),
-            Some(checkpoint) => for_people(checkpoint, &path),
+            Some(checkpoint) => for_people(checkpoint, &path, &rejected_path),
         };
         for warning in &future {
             text +=
@@ -110,7 +112,11 @@ fn stale_sources(
         .collect()
 }
 
-fn for_people(checkpoint: &Checkpoint, path: &std::path::Path) -> String {
+fn for_people(
+    checkpoint: &Checkpoint,
+    path: &std::path::Path,
+    rejected_path: &std::path::Path,
+) -> String {
     let mut out = format!(
         "checkpoint {} (tenant {})\n",
         path.display(),
@@ -136,6 +142,20 @@ fn for_people(checkpoint: &Checkpoint, path: &std::path::Path) -> String {
             state.events_written,
             state.last_success.map_or("never".to_string(), display),
             state.seen.len()
+        );
+    }
+    let rejected: u64 = checkpoint.sources.values().map(|s| s.rejected_total).sum();
+    if rejected > 0 {
+        let per_source: Vec<String> = checkpoint
+            .sources
+            .iter()
+            .filter(|(_, state)| state.rejected_total > 0)
+            .map(|(name, state)| format!("{name} {}", state.rejected_total))
+            .collect();
+        out += &format!(
+            "rejected: {rejected} item(s) not written ({}), kept in {}\n",
+            per_source.join(", "),
+            rejected_path.display()
         );
     }
     if let Some(mark) = &checkpoint.output {

@@ -13,6 +13,7 @@ mod scenarios;
 use support::fake_api;
 
 mod backfill;
+mod bad_items;
 mod bench_smoke;
 mod commands;
 mod config;

@@ -221,6 +221,27 @@ impl FakeApi {
         }
     }
 
+    /// Adds a threat served as exactly these bytes (not an object, no key, bad UTF-8,
+    /// ...); the server files it under `sha256` at `last_found` (zone-less) for its own
+    /// windows and order, whatever the bytes say.
+    pub fn add_raw_threat(&self, sha256: &str, last_found: &str, raw: &[u8]) {
+        let mut st = self.state();
+        st.threats
+            .upsert(json!({"sha256": sha256, "last_found": last_found}));
+        let at = st.threats.index[sha256];
+        st.threats.recs[at].json = raw.into();
+    }
+
+    /// Adds a detection served as exactly these bytes; the server files it under `id`
+    /// at `received_time` (RFC 3339) for its own windows and order.
+    pub fn add_raw_detection(&self, id: &str, received_time: &str, raw: &[u8]) {
+        let mut st = self.state();
+        st.detections
+            .upsert(json!({"Id": id, "ReceivedTime": received_time}));
+        let at = st.detections.index[id];
+        st.detections.recs[at].json = raw.into();
+    }
+
     /// The file was found again: its `last_found` moves to `new_last_found` (zone-less,
     /// like `2024-05-14T09:00:00`). Panics on an unknown sha256.
     pub fn refind_threat(&self, sha256: &str, new_last_found: &str) {
