@@ -482,16 +482,16 @@ impl OutputFile {
         interrupted: bool,
     ) -> Result<Vec<RecoveredEvent>> {
         self.committed = committed.cloned();
+        // First run with this state: nothing of ours can be uncommitted.
+        let Some(mark) = committed else {
+            return Ok(Vec::new());
+        };
         if !interrupted && !self.pending.present {
             crate::debug!(
                 "the previous run ended cleanly; the output's tail after the last commit is not read"
             );
             return Ok(Vec::new());
         }
-        // First run with this state: nothing of ours can be uncommitted.
-        let Some(mark) = committed else {
-            return Ok(Vec::new());
-        };
         // What is found here stays uncommitted until a commit covers it;
         // until then every run must read it again.
         self.pending.set()?;
