@@ -355,7 +355,8 @@ impl OutputFile {
 
     /// Where the partial last line starts, if it is provably ours: it starts
     /// at or after the committed mark of this very file and begins like one
-    /// of this tenant's lines. Reads no further back than the mark.
+    /// of this tenant's lines (`{"event_type":"<type>","tenant_id":<tenant>`,
+    /// or as much of that as there is). Reads no further back than the mark.
     fn own_partial_line(&self, meta: &Metadata) -> Result<Option<u64>> {
         let Some(mark) = &self.committed else {
             return Ok(None);
@@ -386,10 +387,11 @@ impl OutputFile {
         self.file
             .read_exact_at(&mut head, start)
             .map_err(|e| output_error(&self.path, "read", e))?;
-        let ours = self
-            .prefixes
-            .iter()
-            .any(|(_, prefix)| head.starts_with(prefix.as_bytes()));
+        // A kill may tear a line anywhere, also inside its first bytes: a
+        // partial line shorter than the prefix is ours if all of it agrees.
+        let ours = self.prefixes.iter().any(|(_, prefix)| {
+            head.starts_with(prefix.as_bytes()) || prefix.as_bytes().starts_with(&head)
+        });
         Ok(ours.then_some(start))
     }
 
@@ -711,6 +713,18 @@ mod tests {
         let mark = scratch.open("A").mark().unwrap();
         let torn = &LINE_A2[..LINE_A2.len() - 20];
         std::fs::write(scratch.out(), format!("{LINE_A}{torn}")).unwrap();
+        committed_at(&scratch, &mark)
+            .append(LINE_A2.as_bytes())
+            .unwrap();
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{LINE_A2}"));
+    }
+
+    #[test]
+    fn own_line_torn_inside_its_prefix_is_cut_too() {
+        let scratch = Scratch::new("own-torn-short");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        std::fs::write(scratch.out(), format!("{LINE_A}{{\"event_ty")).unwrap();
         committed_at(&scratch, &mark)
             .append(LINE_A2.as_bytes())
             .unwrap();
