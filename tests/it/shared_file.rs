@@ -363,3 +363,28 @@ fn count_tenant(path: &Path, tenant: &str) -> usize {
     let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
     whole.lines().filter(|l| l.contains(&needle)).count()
 }
+
+#[test]
+fn a_run_that_fails_after_appending_but_commits_leaves_the_next_run_clean() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 450, 5));
+    // Page 1 is appended, page 2 is refused: exit 76, and the run still
+    // commits what it wrote, so the marker goes with that commit.
+    env.fake.push_fault_at(
+        "/threats/v2",
+        2,
+        Fault::Status {
+            status: 400,
+            body: r#"{"message":"refused"}"#.into(),
+            headers: Vec::new(),
+        },
+    );
+    env.run(&["poll", "--sources", "threats"]).expect(76);
+    assert_eq!(env.lines().len(), 200);
+    assert!(!env.state_dir().join("appending").exists());
+    let out = env.run(&["poll", "--sources", "threats", "-v"]).expect(0);
+    assert!(out.stderr.contains(TAIL_NOT_READ), "{}", out.stderr);
+    let lines = env.lines();
+    assert_eq!(lines.len(), 450);
+    assert_each_once(&lines);
+}
