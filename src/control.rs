@@ -1,4 +1,5 @@
-//! When a run must stop early: SIGINT/SIGTERM, or `--max-runtime` spent.
+//! When a run must stop early: SIGINT/SIGTERM, or `--max-runtime` spent
+//! (and SIGXFSZ, which must not stop it: see `install`).
 //!
 //! Signals only set a flag (signal-hook); the run checks it between pages and
 //! while waiting, so a page being written is always finished and committed
@@ -23,6 +24,14 @@ impl RunControl {
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
         }
+        // A write past RLIMIT_FSIZE raises SIGXFSZ, which kills by default;
+        // with a handler the write fails with EFBIG instead (setrlimit(2)),
+        // so a file that cannot grow ends the run with exit 74 and its
+        // partial batch taken back. Nothing needs to read the flag.
+        signal_hook::flag::register(
+            signal_hook::consts::SIGXFSZ,
+            Arc::new(AtomicBool::new(false)),
+        )?;
         Ok(RunControl {
             interrupted,
             deadline: max_runtime.map(|limit| (Instant::now() + limit, limit)),

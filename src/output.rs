@@ -2,31 +2,54 @@
 //!
 //! Several pollers (one per tenant) may append to one file, so every append
 //! holds an exclusive `flock` (std's `File::lock`) and writes whole lines in one
-//! `write_all`. A writer killed mid-write leaves a line without its newline;
-//! shippers never ship such a line, and the next writer, holding the lock,
-//! cuts it off before appending, so no torn line stays in the file.
+//! batch. The file may also be shared with programs that do not lock, or hold
+//! text from before; the tool touches only bytes it can prove are its own:
+//!
+//! - A batch cut short by an error (full disk, file size limit) is taken back
+//!   only if the file grew by exactly the bytes written and they read back
+//!   as ours; otherwise they stay, with a warning.
+//! - A partial last line (no newline) is removed only if it starts at or after
+//!   the checkpoint's mark of the same file and begins like one of this
+//!   tenant's lines: a writer of ours died mid-line. Any other partial line is
+//!   left byte for byte and the batch starts with a newline, so our lines
+//!   still start on a line of their own. Bytes a newline ends are never cut.
+//! - A run with nothing to append does not write, truncate or lock the file
+//!   exclusively.
+//!
+//! Only regular files are accepted: a FIFO, device or socket is refused before
+//! anything is written (a FIFO with no reader would block, `/dev/null` would
+//! swallow events that the checkpoint then records as written).
 //!
 //! Exactly-once across crashes: the checkpoint records where the file stood at
 //! its last commit (`OutputMark`: device, inode, size and a hash of the bytes
-//! just before that size). A run that finds the same file longer than that
-//! reads the uncommitted tail and treats its own tenant's events there as
-//! already written. When the file was rotated or truncated since, the tail is
-//! the whole new file; lines that went into the rotated file are out of reach,
-//! which is the one case that degrades to at-least-once.
+//! just before that size). Before its first append a run creates the durable
+//! marker `STATE_DIR/appending`; the commit that covers its lines removes it.
+//! A run that finds the marker (or the lock file's line of a run that did not
+//! end) reads the tail after the mark and treats its own tenant's events there
+//! as already written. After a clean end the tail is not read: what other
+//! tenants appended since is none of this run's business, and reading it would
+//! make every run slower as the shared file grows. When the file was rotated
+//! or truncated since the mark, the tail is the whole new file; lines that
+//! went into the rotated file are out of reach, which is the one case that
+//! degrades to at-least-once.
 
 use crate::error::{ExitKind, fail};
-use crate::sources::{LineHead, SourceKind};
+use crate::sources::{SourceKind, line_prefix};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::borrow::Cow;
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// How many bytes before the mark are hashed to recognise the same content:
 /// several whole lines, each with its own IDs and times.
 const FINGERPRINT_LEN: u64 = 4096;
+
+/// The marker's name in the state directory.
+pub const PENDING_MARKER: &str = "appending";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OutputMark {
@@ -54,6 +77,11 @@ pub enum Output {
 pub struct OutputFile {
     path: PathBuf,
     file: File,
+    /// The start of each of this tenant's lines, one per source.
+    prefixes: Vec<(SourceKind, String)>,
+    /// The last committed mark: only bytes at or after it can be ours.
+    committed: Option<OutputMark>,
+    pending: PendingMarker,
 }
 
 fn output_error(path: &Path, what: &str, err: std::io::Error) -> anyhow::Error {
@@ -63,11 +91,47 @@ fn output_error(path: &Path, what: &str, err: std::io::Error) -> anyhow::Error {
     )
 }
 
+/// What kind of file `meta` describes, if it is one the output cannot be.
+fn special_kind(meta: &Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        Some("FIFO (named pipe)")
+    } else if kind.is_char_device() {
+        Some("character device")
+    } else if kind.is_block_device() {
+        Some("block device")
+    } else if kind.is_socket() {
+        Some("socket")
+    } else {
+        None
+    }
+}
+
+fn refuse_special(path: &Path, kind: &str) -> anyhow::Error {
+    fail(
+        ExitKind::Config,
+        format!(
+            "the output {} is a {kind}, not a regular file; give the path of a regular file \
+             (or --output - for standard output)",
+            path.display()
+        ),
+    )
+}
+
 impl Output {
-    pub fn open(target: &crate::config::OutputTarget) -> Result<Output> {
+    /// Opens the output; `state_dir` holds the marker of uncommitted appends.
+    pub fn open(
+        target: &crate::config::OutputTarget,
+        state_dir: &Path,
+        tenant_id: &str,
+    ) -> Result<Output> {
         match target {
             crate::config::OutputTarget::Stdout => Ok(Output::Stdout),
-            crate::config::OutputTarget::File(path) => Ok(Output::File(OutputFile::open(path)?)),
+            crate::config::OutputTarget::File(path) => Ok(Output::File(OutputFile::open(
+                path,
+                PendingMarker::in_dir(state_dir),
+                tenant_id,
+            )?)),
         }
     }
 
@@ -111,40 +175,75 @@ impl Output {
         }
     }
 
-    /// Reads what was appended since `committed` and returns this tenant's
-    /// events in it. `interrupted` says whether the previous run died.
+    /// A checkpoint holding `mark` and covering every line appended so far
+    /// is saved: nothing of ours is uncommitted, the marker goes.
+    pub fn committed(&mut self, mark: &OutputMark) {
+        if let Output::File(file) = self {
+            file.committed = Some(mark.clone());
+            file.pending.clear();
+        }
+    }
+
+    /// After an unclean end (the marker, or `interrupted`: the lock file
+    /// says the previous run did not finish), reads what was appended since
+    /// `committed` and returns this tenant's events in it. After a clean end
+    /// returns nothing without reading.
     pub fn recover(
         &mut self,
         committed: Option<&OutputMark>,
-        tenant_id: &str,
         interrupted: bool,
     ) -> Result<Vec<RecoveredEvent>> {
         match self {
             Output::Stdout => Ok(Vec::new()),
-            Output::File(file) => file.recover(committed, tenant_id, interrupted),
+            Output::File(file) => file.recover(committed, interrupted),
         }
     }
 }
 
-impl OutputFile {
-    fn open(path: &Path) -> Result<OutputFile> {
-        let file = OpenOptions::new()
-            .append(true)
-            .read(true)
-            .create(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|e| output_error(path, "open", e))?;
-        let meta = file.metadata().map_err(|e| output_error(path, "stat", e))?;
+/// Opens `path` for appending, refusing anything but a regular file.
+fn open_regular(path: &Path) -> Result<File> {
+    // Checked before opening, so that a FIFO or device is never opened at all.
+    if let Ok(meta) = std::fs::metadata(path) {
         if meta.is_dir() {
             return Err(fail(
                 ExitKind::Io,
                 format!("the output {} is a directory", path.display()),
             ));
         }
+        if let Some(kind) = special_kind(&meta) {
+            return Err(refuse_special(path, kind));
+        }
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .read(true)
+        .create(true)
+        .mode(0o640)
+        // Should the path become a FIFO or device between the check above
+        // and this open: O_NONBLOCK keeps the open from waiting for a reader
+        // or a modem's carrier, O_NOCTTY keeps a terminal from becoming ours
+        // (open(2)). Neither changes how a regular file is written.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| output_error(path, "open", e))?;
+    let meta = file.metadata().map_err(|e| output_error(path, "stat", e))?;
+    if let Some(kind) = special_kind(&meta) {
+        return Err(refuse_special(path, kind));
+    }
+    Ok(file)
+}
+
+impl OutputFile {
+    fn open(path: &Path, pending: PendingMarker, tenant_id: &str) -> Result<OutputFile> {
         Ok(OutputFile {
             path: path.to_path_buf(),
-            file,
+            file: open_regular(path)?,
+            prefixes: SourceKind::ALL
+                .iter()
+                .map(|kind| (*kind, line_prefix(*kind, tenant_id)))
+                .collect(),
+            committed: None,
+            pending,
         })
     }
 
@@ -164,77 +263,181 @@ impl OutputFile {
                 "the output {} was rotated; continuing in the new file",
                 self.path.display()
             );
-            *self = OutputFile::open(&self.path)?;
+            self.file = open_regular(&self.path)?;
         }
         Ok(())
     }
 
     fn append(&mut self, lines: &[u8]) -> Result<()> {
         self.follow_rotation()?;
-        let path = self.path.clone();
+        // Durable before the first byte: whatever ends this run, even a power
+        // loss, the next run knows to look for these lines.
+        self.pending.set()?;
         self.file
             .lock()
-            .map_err(|e| output_error(&path, "lock", e))?;
-        let result = (|| {
-            let size = self.cut_torn_line()?;
-            if let Err(err) = self.file.write_all(lines) {
-                // A short write (full disk) must not leave half a line behind.
-                let _ = self.file.set_len(size);
-                return Err(output_error(&path, "append to", err));
-            }
-            Ok(())
-        })();
+            .map_err(|e| output_error(&self.path, "lock", e))?;
+        let result = self.append_locked(lines);
         let _ = self.file.unlock();
         result
     }
 
-    /// With the lock held: if the file does not end in a newline, a writer
-    /// died mid-line; cut the file back to its last whole line. Returns the
-    /// size afterwards.
-    fn cut_torn_line(&mut self) -> Result<u64> {
-        let size = self
+    /// With the lock held. Sizes and bytes are read here, after taking the
+    /// lock: a size read before it may be stale by a whole batch.
+    fn append_locked(&mut self, lines: &[u8]) -> Result<()> {
+        let (start, new_line) = self.where_to_start()?;
+        let batch = if new_line {
+            Cow::Owned([b"\n".as_slice(), lines].concat())
+        } else {
+            Cow::Borrowed(lines)
+        };
+        // write_all would hide how much of a short write got through.
+        let mut written = 0;
+        while written < batch.len() {
+            let err = match self.file.write(&batch[written..]) {
+                Ok(0) => std::io::Error::from(std::io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    written += n;
+                    continue;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => err,
+            };
+            self.take_back(start, &batch[..written]);
+            return Err(output_error(&self.path, "append to", err));
+        }
+        Ok(())
+    }
+
+    /// Where the batch goes, and whether it must start with a newline: a
+    /// partial last line of ours is cut (see `own_partial_line`), any other
+    /// is kept and ended by the batch's leading newline.
+    fn where_to_start(&mut self) -> Result<(u64, bool)> {
+        let meta = self
             .file
             .metadata()
-            .map_err(|e| output_error(&self.path, "stat", e))?
-            .len();
-        if size == 0 || !self.file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Ok(size);
+            .map_err(|e| output_error(&self.path, "stat", e))?;
+        let size = meta.len();
+        if self.ends_whole(size)? {
+            return Ok((size, false));
+        }
+        if let Some(start) = self.own_partial_line(&meta)? {
+            crate::warn!(
+                "the output {} ended in a partial line of this tenant's ({} bytes, from an \
+                 interrupted run); removed it",
+                self.path.display(),
+                size - start
+            );
+            self.file
+                .set_len(start)
+                .map_err(|e| output_error(&self.path, "truncate", e))?;
+            return Ok((start, false));
+        }
+        crate::warn!(
+            "the output {} does not end in a newline and its last bytes were not written by \
+             this run's tenant after its last commit; left them as they are, the new lines \
+             start on a line of their own",
+            self.path.display()
+        );
+        Ok((size, true))
+    }
+
+    /// Whether the first `size` bytes are empty or end in a newline.
+    fn ends_whole(&self, size: u64) -> Result<bool> {
+        if size == 0 {
+            return Ok(true);
         }
         let mut last = [0u8; 1];
         self.file
             .read_exact_at(&mut last, size - 1)
             .map_err(|e| output_error(&self.path, "read", e))?;
-        if last[0] == b'\n' {
-            return Ok(size);
-        }
-        let keep = self.last_line_end(size)?;
-        crate::warn!(
-            "the output {} ended in a partial line ({} bytes, from an interrupted writer); removed it",
-            self.path.display(),
-            size - keep
-        );
-        self.file
-            .set_len(keep)
-            .map_err(|e| output_error(&self.path, "truncate", e))?;
-        Ok(keep)
+        Ok(last[0] == b'\n')
     }
 
-    /// Offset just after the last newline before `size`, 0 if none.
-    fn last_line_end(&self, size: u64) -> Result<u64> {
-        let mut end = size;
+    /// Where the partial last line starts, if it is provably ours: it starts
+    /// at or after the committed mark of this very file and begins like one
+    /// of this tenant's lines (`{"event_type":"<type>","tenant_id":<tenant>`,
+    /// or as much of that as there is). Reads no further back than the mark.
+    fn own_partial_line(&self, meta: &Metadata) -> Result<Option<u64>> {
+        let Some(mark) = &self.committed else {
+            return Ok(None);
+        };
+        let size = meta.len();
+        let same_file = mark.path == self.path
+            && mark.device == meta.dev()
+            && mark.inode == meta.ino()
+            && size >= mark.size
+            && self.fingerprint(mark.size)? == mark.tail_hash;
+        if !same_file {
+            return Ok(None);
+        }
+        // A newline at `mark.size - 1` or later ends what came before the
+        // mark; without one, the partial line began before it.
+        let start = match self.last_newline(mark.size.saturating_sub(1), size)? {
+            Some(pos) => pos + 1,
+            None if mark.size == 0 => 0,
+            None => return Ok(None),
+        };
+        let longest = self
+            .prefixes
+            .iter()
+            .map(|(_, p)| p.len())
+            .max()
+            .unwrap_or(0) as u64;
+        let mut head = vec![0u8; longest.min(size - start) as usize];
+        self.file
+            .read_exact_at(&mut head, start)
+            .map_err(|e| output_error(&self.path, "read", e))?;
+        // A kill may tear a line anywhere, also inside its first bytes: a
+        // partial line shorter than the prefix is ours if all of it agrees.
+        let ours = self.prefixes.iter().any(|(_, prefix)| {
+            head.starts_with(prefix.as_bytes()) || prefix.as_bytes().starts_with(&head)
+        });
+        Ok(ours.then_some(start))
+    }
+
+    /// After a failed write, removes the `written` bytes of the batch that
+    /// started at `start`, but only if the file grew by exactly them and they
+    /// read back as written: a program appending without the lock may have
+    /// written meanwhile, and its bytes are not ours to cut.
+    fn take_back(&mut self, start: u64, written: &[u8]) {
+        if written.is_empty() {
+            return;
+        }
+        let len = written.len() as u64;
+        let ours = self
+            .file
+            .metadata()
+            .is_ok_and(|meta| meta.len() == start + len)
+            && {
+                let mut back = vec![0u8; written.len()];
+                self.file.read_exact_at(&mut back, start).is_ok() && back == written
+            };
+        if ours && self.file.set_len(start).is_ok() {
+            return;
+        }
+        crate::warn!(
+            "could not take back the {len} bytes written to {} before the error (the file \
+             changed meanwhile); a partial line may remain there",
+            self.path.display()
+        );
+    }
+
+    /// Offset of the last newline in `[from, to)`, read backwards in chunks.
+    fn last_newline(&self, from: u64, to: u64) -> Result<Option<u64>> {
+        let mut end = to;
         let mut chunk = vec![0u8; 64 * 1024];
-        while end > 0 {
-            let start = end.saturating_sub(chunk.len() as u64);
+        while end > from {
+            let start = end.saturating_sub(chunk.len() as u64).max(from);
             let part = &mut chunk[..(end - start) as usize];
             self.file
                 .read_exact_at(part, start)
                 .map_err(|e| output_error(&self.path, "read", e))?;
             if let Some(pos) = part.iter().rposition(|b| *b == b'\n') {
-                return Ok(start + pos as u64 + 1);
+                return Ok(Some(start + pos as u64));
             }
             end = start;
         }
-        Ok(0)
+        Ok(None)
     }
 
     fn fingerprint(&self, size: u64) -> Result<String> {
@@ -256,16 +459,19 @@ impl OutputFile {
                 .file
                 .metadata()
                 .map_err(|e| output_error(&self.path, "stat", e))?;
+            // A partial line of ours stays after the mark, where the next
+            // append can still prove it ours and cut it.
+            let size = if self.ends_whole(meta.len())? {
+                meta.len()
+            } else {
+                self.own_partial_line(&meta)?.unwrap_or(meta.len())
+            };
             Ok(OutputMark {
                 path: self.path.clone(),
                 device: meta.dev(),
                 inode: meta.ino(),
-                size: meta.len(),
-                tail_hash: if meta.is_file() {
-                    self.fingerprint(meta.len())?
-                } else {
-                    String::new()
-                },
+                size,
+                tail_hash: self.fingerprint(size)?,
             })
         })();
         let _ = self.file.unlock();
@@ -275,53 +481,64 @@ impl OutputFile {
     fn recover(
         &mut self,
         committed: Option<&OutputMark>,
-        tenant_id: &str,
         interrupted: bool,
     ) -> Result<Vec<RecoveredEvent>> {
-        let meta = self
-            .file
-            .metadata()
-            .map_err(|e| output_error(&self.path, "stat", e))?;
-        if !meta.is_file() {
+        self.committed = committed.cloned();
+        // First run with this state: nothing of ours can be uncommitted.
+        let Some(mark) = committed else {
+            return Ok(Vec::new());
+        };
+        if !interrupted && !self.pending.present {
+            crate::debug!(
+                "the previous run ended cleanly; the output's tail after the last commit is not read"
+            );
             return Ok(Vec::new());
         }
+        // What is found here stays uncommitted until a commit covers it;
+        // until then every run must read it again.
+        self.pending.set()?;
+        // Shared: appends hold the lock exclusively, so only whole batches are seen.
         self.file
-            .lock()
+            .lock_shared()
             .map_err(|e| output_error(&self.path, "lock", e))?;
         let result = (|| {
-            let size = self.cut_torn_line()?;
-            let from = match committed {
-                // First run with this state: nothing of ours can be uncommitted.
-                None => return Ok(Vec::new()),
-                Some(mark) => {
-                    let same_file = mark.path == self.path
-                        && mark.device == meta.dev()
-                        && mark.inode == meta.ino()
-                        && size >= mark.size
-                        && self.fingerprint(mark.size)? == mark.tail_hash;
-                    if same_file {
-                        mark.size
-                    } else {
-                        if interrupted {
-                            crate::warn!(
-                                "the output {} was rotated or truncated after an interrupted run; \
-                                 events of that run already in the rotated file may be written \
-                                 again (at-least-once for that window)",
-                                self.path.display()
-                            );
-                        }
-                        0
-                    }
-                }
+            let meta = self
+                .file
+                .metadata()
+                .map_err(|e| output_error(&self.path, "stat", e))?;
+            let size = meta.len();
+            let same_file = mark.path == self.path
+                && mark.device == meta.dev()
+                && mark.inode == meta.ino()
+                && size >= mark.size
+                && self.fingerprint(mark.size)? == mark.tail_hash;
+            let from = if same_file {
+                mark.size
+            } else {
+                crate::warn!(
+                    "the output {} was rotated or truncated after an interrupted run; events of \
+                     that run already in the rotated file may be written again (at-least-once \
+                     for that window)",
+                    self.path.display()
+                );
+                0
             };
-            self.scan_tail(from, size, tenant_id)
+            self.scan_tail(from, size)
         })();
         let _ = self.file.unlock();
         result
     }
 
-    /// This tenant's events in `[from, to)` of the file.
-    fn scan_tail(&mut self, from: u64, to: u64, tenant_id: &str) -> Result<Vec<RecoveredEvent>> {
+    /// This tenant's events in the whole lines of `[from, to)`: a last line
+    /// without its newline is not a written event (the append cuts it if it
+    /// is ours).
+    fn scan_tail(&mut self, from: u64, to: u64) -> Result<Vec<RecoveredEvent>> {
+        crate::debug!(
+            "the previous run did not end cleanly; reading {} bytes of the output {} from \
+             offset {from} to recover its lines",
+            to.saturating_sub(from),
+            self.path.display()
+        );
         let mut found = Vec::new();
         if from >= to {
             return Ok(found);
@@ -339,7 +556,9 @@ impl OutputFile {
             if read == 0 {
                 break;
             }
-            if let Some(event) = own_event(&line, tenant_id) {
+            if line.ends_with(b"\n")
+                && let Some(event) = self.own_event(&line)
+            {
                 found.push(event);
             }
         }
@@ -352,21 +571,88 @@ impl OutputFile {
         }
         Ok(found)
     }
+
+    /// The event a line holds, if it is one of this tenant's lines: they
+    /// all start with one of its prefixes, so other lines are skipped unparsed.
+    fn own_event(&self, line: &[u8]) -> Option<RecoveredEvent> {
+        let (kind, _) = self
+            .prefixes
+            .iter()
+            .find(|(_, prefix)| line.starts_with(prefix.as_bytes()))?;
+        let meta = kind.meta(std::str::from_utf8(line).ok()?).ok()?;
+        Some(RecoveredEvent {
+            kind: *kind,
+            key: meta.key,
+            time: meta.time,
+        })
+    }
 }
 
-/// The event a line holds, if it is one of this tenant's lines.
-fn own_event(line: &[u8], tenant_id: &str) -> Option<RecoveredEvent> {
-    let head: LineHead = serde_json::from_slice(line).ok()?;
-    if head.tenant_id.as_deref() != Some(tenant_id) {
-        return None;
+/// `STATE_DIR/appending`: present while lines of this state directory's
+/// tenant may sit in the output after the checkpoint's mark without a
+/// checkpoint that covers them. Created (and made durable) before a run's
+/// first append, removed by the commit that covers every line so far.
+struct PendingMarker {
+    path: PathBuf,
+    present: bool,
+}
+
+impl PendingMarker {
+    fn in_dir(state_dir: &Path) -> PendingMarker {
+        let path = state_dir.join(PENDING_MARKER);
+        PendingMarker {
+            present: path.symlink_metadata().is_ok(),
+            path,
+        }
     }
-    let kind = SourceKind::from_event_type(head.event_type.as_deref()?)?;
-    let meta = kind.meta(std::str::from_utf8(line).ok()?).ok()?;
-    Some(RecoveredEvent {
-        kind,
-        key: meta.key,
-        time: meta.time,
-    })
+
+    fn set(&mut self) -> Result<()> {
+        if self.present {
+            return Ok(());
+        }
+        let error = |err: std::io::Error| {
+            fail(
+                ExitKind::Io,
+                format!("cannot create the marker {}: {err}", self.path.display()),
+            )
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            // Never written through a symlink someone put in its place.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(error)?;
+        file.write_all(
+            b"a run is appending; lines after the checkpoint's output mark are looked for by the next run\n",
+        )
+        .and_then(|()| file.sync_all())
+        .map_err(error)?;
+        // The new name is durable only once its directory is.
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(error)?;
+        }
+        self.present = true;
+        Ok(())
+    }
+
+    /// Not synced: a marker that comes back after a power loss costs one
+    /// read of the tail, nothing else.
+    fn clear(&mut self) {
+        if !self.present {
+            return;
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => self.present = false,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => self.present = false,
+            Err(err) => crate::warn!(
+                "cannot remove the marker {}: {err}; the next run reads the output's tail again",
+                self.path.display()
+            ),
+        }
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -379,51 +665,200 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("cl-output-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("out.log")
+    /// A fresh directory per test: the output and the state directory.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("cl-output-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn out(&self) -> PathBuf {
+            self.0.join("out.log")
+        }
+
+        fn open(&self, tenant: &str) -> OutputFile {
+            OutputFile::open(&self.out(), PendingMarker::in_dir(&self.0), tenant).unwrap()
+        }
+
+        fn bytes(&self) -> String {
+            std::fs::read_to_string(self.out()).unwrap()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     const LINE_A: &str = "{\"event_type\":\"detection\",\"tenant_id\":\"A\",\"Id\":\"x1\",\"ReceivedTime\":\"2024-05-14T09:00:00.000Z\"}\n";
+    const LINE_A2: &str = "{\"event_type\":\"detection\",\"tenant_id\":\"A\",\"Id\":\"x2\",\"ReceivedTime\":\"2024-05-14T09:00:00.000Z\"}\n";
     const LINE_B: &str = "{\"event_type\":\"detection\",\"tenant_id\":\"B\",\"Id\":\"x1\",\"ReceivedTime\":\"2024-05-14T09:00:00.000Z\"}\n";
 
-    #[test]
-    fn append_cuts_a_torn_line_left_by_a_killed_writer() {
-        let path = temp_path("torn");
-        std::fs::write(&path, format!("{LINE_A}{{\"event_type\":\"thr")).unwrap();
-        let mut out = OutputFile::open(&path).unwrap();
-        out.append(LINE_B.as_bytes()).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{LINE_A}{LINE_B}")
-        );
+    /// Opens the file as a run does: recover from `mark`, as after a kill.
+    fn committed_at(scratch: &Scratch, mark: &OutputMark) -> OutputFile {
+        let mut out = scratch.open("A");
+        out.recover(Some(mark), true).unwrap();
+        out
     }
 
     #[test]
-    fn recovery_counts_only_this_tenants_lines_after_the_mark() {
-        let path = temp_path("recover");
-        std::fs::write(&path, LINE_A).unwrap();
-        let mut out = OutputFile::open(&path).unwrap();
+    fn own_torn_line_after_the_mark_is_cut_before_appending() {
+        let scratch = Scratch::new("own-torn");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        let torn = &LINE_A2[..LINE_A2.len() - 20];
+        std::fs::write(scratch.out(), format!("{LINE_A}{torn}")).unwrap();
+        committed_at(&scratch, &mark)
+            .append(LINE_A2.as_bytes())
+            .unwrap();
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{LINE_A2}"));
+    }
+
+    #[test]
+    fn own_line_torn_inside_its_prefix_is_cut_too() {
+        let scratch = Scratch::new("own-torn-short");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        std::fs::write(scratch.out(), format!("{LINE_A}{{\"event_ty")).unwrap();
+        committed_at(&scratch, &mark)
+            .append(LINE_A2.as_bytes())
+            .unwrap();
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{LINE_A2}"));
+    }
+
+    #[test]
+    fn other_tenants_torn_line_after_the_mark_is_kept_and_ended_by_a_newline() {
+        let scratch = Scratch::new("foreign-torn");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        let torn = &LINE_B[..LINE_B.len() - 20];
+        std::fs::write(scratch.out(), format!("{LINE_A}{torn}")).unwrap();
+        committed_at(&scratch, &mark)
+            .append(LINE_A2.as_bytes())
+            .unwrap();
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{torn}\n{LINE_A2}"));
+    }
+
+    #[test]
+    fn own_looking_partial_line_before_the_mark_is_kept() {
+        let scratch = Scratch::new("before-mark");
+        let torn = &LINE_A2[..LINE_A2.len() - 20];
+        std::fs::write(scratch.out(), format!("{LINE_A}{torn}")).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        committed_at(&scratch, &mark)
+            .append(LINE_A2.as_bytes())
+            .unwrap();
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{torn}\n{LINE_A2}"));
+    }
+
+    #[test]
+    fn without_a_mark_no_partial_line_is_cut() {
+        let scratch = Scratch::new("no-mark");
+        let torn = &LINE_A2[..LINE_A2.len() - 20];
+        std::fs::write(scratch.out(), torn).unwrap();
+        scratch.open("A").append(LINE_A.as_bytes()).unwrap();
+        assert_eq!(scratch.bytes(), format!("{torn}\n{LINE_A}"));
+    }
+
+    #[test]
+    fn a_failed_write_takes_back_only_its_own_bytes() {
+        let scratch = Scratch::new("take-back");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let start = LINE_A.len() as u64;
+        let partial = &LINE_A2.as_bytes()[..50];
+        let mut out = scratch.open("A");
+        // Alone in the file: the partial batch goes.
+        out.file.write_all(partial).unwrap();
+        out.take_back(start, partial);
+        assert_eq!(scratch.bytes(), LINE_A);
+        // A writer without the lock appended after it: nothing is cut.
+        out.file.write_all(partial).unwrap();
+        out.file.write_all(LINE_B.as_bytes()).unwrap();
+        out.take_back(start, partial);
+        let kept = format!("{LINE_A}{}{LINE_B}", &LINE_A2[..50]);
+        assert_eq!(scratch.bytes(), kept);
+        // Same size but other bytes (not ours): nothing is cut either.
+        std::fs::write(scratch.out(), format!("{LINE_A}{}", &LINE_B[..50])).unwrap();
+        out.take_back(start, partial);
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{}", &LINE_B[..50]));
+    }
+
+    #[test]
+    fn recovery_counts_only_this_tenants_whole_lines_after_the_mark() {
+        let scratch = Scratch::new("recover");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mut out = scratch.open("A");
         let mark = out.mark().unwrap();
-        out.append(format!("{LINE_B}{LINE_A}").as_bytes()).unwrap();
-        let found = out.recover(Some(&mark), "A", true).unwrap();
-        assert_eq!(found.len(), 1, "only A's line after the mark");
+        // The last one lacks its newline: not a written event.
+        let unended = LINE_A2.trim_end();
+        out.append(format!("{LINE_B}{LINE_A}{unended}").as_bytes())
+            .unwrap();
+        let found = out.recover(Some(&mark), true).unwrap();
+        assert_eq!(found.len(), 1, "only A's whole line after the mark");
         assert_eq!(found[0].key, "x1");
-        assert!(out.recover(Some(&mark), "C", true).unwrap().is_empty());
+        let mut other = scratch.open("C");
+        assert!(other.recover(Some(&mark), true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn after_a_clean_end_the_tail_is_not_read() {
+        let scratch = Scratch::new("clean");
+        std::fs::write(scratch.out(), "").unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        assert!(
+            scratch
+                .open("A")
+                .recover(Some(&mark), false)
+                .unwrap()
+                .is_empty()
+        );
+        // The marker a run leaves before appending makes the next one read it.
+        PendingMarker::in_dir(&scratch.0).set().unwrap();
+        let found = scratch.open("A").recover(Some(&mark), false).unwrap();
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn the_marker_is_set_by_an_append_and_cleared_by_the_commit() {
+        let scratch = Scratch::new("marker");
+        let marker = scratch.0.join(PENDING_MARKER);
+        let mut out = scratch.open("A");
+        out.append(LINE_A.as_bytes()).unwrap();
+        assert!(marker.exists());
+        let mark = out.mark().unwrap();
+        let mut output = Output::File(out);
+        output.committed(&mark);
+        assert!(!marker.exists());
     }
 
     #[test]
     fn truncated_file_is_read_from_the_start() {
-        let path = temp_path("copytruncate");
+        let scratch = Scratch::new("copytruncate");
         let other = LINE_B.replace("x1", "x2");
-        std::fs::write(&path, format!("{LINE_B}{other}")).unwrap();
-        let mut out = OutputFile::open(&path).unwrap();
-        let mark = out.mark().unwrap();
+        std::fs::write(scratch.out(), format!("{LINE_B}{other}")).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
         // copytruncate, then enough new lines to grow past the old size.
-        std::fs::write(&path, format!("{LINE_A}{LINE_B}{LINE_B}")).unwrap();
-        let found = out.recover(Some(&mark), "A", false).unwrap();
+        std::fs::write(scratch.out(), format!("{LINE_A}{LINE_B}{LINE_B}")).unwrap();
+        let found = scratch.open("A").recover(Some(&mark), true).unwrap();
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn special_files_are_refused_as_configuration_errors() {
+        let err = OutputFile::open(
+            Path::new("/dev/null"),
+            PendingMarker::in_dir(Path::new("/nonexistent")),
+            "A",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(crate::error::exit_code_of(&err), 78);
+        assert!(format!("{err:#}").contains("/dev/null is a character device"));
     }
 }

@@ -234,18 +234,16 @@ fn run_locked(
                 ),
             ));
         }
-        let mut output = Output::open(&store.output)?;
-        let recovered = output.recover(
-            checkpoint.output.as_ref(),
-            &api.tenant_id,
-            lock.interrupted_run.is_some(),
-        )?;
+        let mut output = Output::open(&store.output, &store.state_dir, &api.tenant_id)?;
+        let recovered =
+            output.recover(checkpoint.output.as_ref(), lock.interrupted_run.is_some())?;
         if checkpoint.output.is_none() {
             // Record where the file stands before the first append, so that a
             // crash of this very first run can be recovered from.
             checkpoint.output = output.mark()?;
-            if checkpoint.output.is_some() {
+            if let Some(mark) = &checkpoint.output {
                 checkpoint.save(&checkpoint_path)?;
+                output.committed(mark);
             }
         }
         crate::debug!(
@@ -744,12 +742,20 @@ impl Run {
             self.dead_letter.clear();
         }
         self.output.sync()?;
-        if !self.keep_output_mark
-            && let Some(mark) = self.output.mark()?
-        {
-            self.checkpoint.output = Some(mark);
+        if self.keep_output_mark {
+            // The recovered lines stay past the mark, uncovered: the marker
+            // stays too, so that the next run reads them again.
+            return self.checkpoint.save(&self.checkpoint_path);
         }
-        self.checkpoint.save(&self.checkpoint_path)
+        let mark = self.output.mark()?;
+        if let Some(mark) = &mark {
+            self.checkpoint.output = Some(mark.clone());
+        }
+        self.checkpoint.save(&self.checkpoint_path)?;
+        if let Some(mark) = &mark {
+            self.output.committed(mark);
+        }
+        Ok(())
     }
 
     /// The last commit, also after a failure: what the finished slices did

@@ -99,29 +99,6 @@ fn output_that_is_a_directory_is_74_and_the_checkpoint_does_not_move() {
 }
 
 #[test]
-fn full_disk_is_74_and_the_next_good_run_writes_everything_once() {
-    let env = TestEnv::new();
-    env.fake.add_threats(threats(0, 3, 5));
-    env.run(&["poll", "--sources", "threats"]).expect(0);
-    let checkpoint_before = std::fs::read(env.checkpoint_path()).unwrap();
-    env.fake.add_threats(threats(10, 4, 1));
-    let out = env
-        .run(&["poll", "--sources", "threats", "--output", "/dev/full"])
-        .expect(74);
-    assert!(out.error_line().contains("/dev/full"), "{}", out.stderr);
-    let checkpoint_after = env.checkpoint();
-    let before: serde_json::Value = serde_json::from_slice(&checkpoint_before).unwrap();
-    assert_eq!(
-        checkpoint_after["sources"], before["sources"],
-        "not advanced"
-    );
-    env.run(&["poll", "--sources", "threats"]).expect(0);
-    let lines = env.lines();
-    assert_eq!(lines.len(), 7);
-    assert_each_once(&lines);
-}
-
-#[test]
 fn unwritable_state_dir_is_74_naming_it() {
     let env = TestEnv::new();
     let blocker = env.dir.join("not-a-dir");

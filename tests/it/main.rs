@@ -25,6 +25,7 @@ mod local_state;
 mod man;
 mod pacing;
 mod poll;
+mod shared_file;
 mod siem;
 mod tls;
 mod units;
