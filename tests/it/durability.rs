@@ -451,3 +451,117 @@ fn the_trace_parser_joins_interrupted_calls_and_checks_their_order() {
     );
     assert_eq!(check_commit_order(&at, out, cp).map(|c| c.replaced), Ok(1));
 }
+
+// ---------------------------------------------------------------------------
+// The half-open window [start, end)
+// ---------------------------------------------------------------------------
+
+/// One threat and one detection at each of these instants (whole seconds,
+/// UTC), so both sources' time formats meet each boundary.
+fn events_at(env: &TestEnv, seed: u64, instants: &[&str]) {
+    for (i, at) in instants.iter().enumerate() {
+        let at = chrono::DateTime::parse_from_rfc3339(&format!("{at}Z"))
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        env.fake
+            .add_threats(vec![threat(seed + i as u64, &threat_time(at))]);
+        env.fake
+            .add_detections(vec![detection(seed + i as u64, &detection_time(at))]);
+    }
+}
+
+/// Each written event's time, as `threat 2024-05-01T00:00:00` or
+/// `detection 2024-05-01T00:00:00.000Z`, sorted; duplicates stay visible.
+fn written_times(env: &TestEnv) -> Vec<String> {
+    let mut times: Vec<String> = env
+        .lines()
+        .iter()
+        .map(|line| match line["event_type"].as_str() {
+            Some("threat") => format!("threat {}", line["last_found"].as_str().unwrap()),
+            _ => format!("detection {}", line["ReceivedTime"].as_str().unwrap()),
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+fn both(instants: &[&str]) -> Vec<String> {
+    let mut times: Vec<String> = instants
+        .iter()
+        .flat_map(|at| [format!("threat {at}"), format!("detection {at}.000Z")])
+        .collect();
+    times.sort();
+    times
+}
+
+#[test]
+fn backfill_writes_an_event_at_since_and_none_at_until() {
+    let env = TestEnv::new();
+    events_at(
+        &env,
+        0,
+        &[
+            "2024-04-30T23:59:59",
+            "2024-05-01T00:00:00",
+            "2024-05-01T12:00:00",
+            "2024-05-01T23:59:59",
+            "2024-05-02T00:00:00",
+        ],
+    );
+    env.run(&["backfill", "--since", "2024-05-01", "--until", "2024-05-02"])
+        .expect(0);
+    assert_eq!(
+        written_times(&env),
+        both(&[
+            "2024-05-01T00:00:00",
+            "2024-05-01T12:00:00",
+            "2024-05-01T23:59:59"
+        ]),
+        "exactly [2024-05-01, 2024-05-02): the start in, the end out"
+    );
+}
+
+#[test]
+fn adjacent_backfills_write_the_event_on_their_shared_boundary_once() {
+    let env = TestEnv::new();
+    let boundary_and_around = [
+        "2024-04-30T00:00:00",
+        "2024-04-30T23:59:59",
+        "2024-05-01T00:00:00",
+        "2024-05-01T00:00:01",
+        "2024-05-01T23:59:59",
+    ];
+    events_at(&env, 0, &boundary_and_around);
+    env.run(&["backfill", "--since", "2024-05-01", "--until", "2024-05-02"])
+        .expect(0);
+    // The second window ends where the first began: [2024-04-30, 2024-05-01).
+    env.run(&["backfill", "--since", "2024-04-30"]).expect(0);
+    let written = written_times(&env);
+    assert_eq!(written, both(&boundary_and_around), "each event once");
+    assert_each_once(&env.lines());
+}
+
+#[test]
+fn poll_after_a_backfill_writes_the_event_at_its_cursor_once() {
+    let env = TestEnv::new();
+    // Inside the first window, inside the next poll's overlap, and exactly
+    // at the cursor the backfill leaves (its --until).
+    let instants = [
+        "2024-05-01T23:55:00",
+        "2024-05-01T23:59:59",
+        "2024-05-02T00:00:00",
+    ];
+    events_at(&env, 0, &instants);
+    env.run(&["backfill", "--since", "2024-05-01", "--until", "2024-05-02"])
+        .expect(0);
+    assert_eq!(
+        env.checkpoint()["sources"]["threats"]["cursor"],
+        "2024-05-02T00:00:00Z"
+    );
+    assert_eq!(written_times(&env), both(&instants[..2]));
+    // The poll looks again from the cursor less the overlap: it meets the
+    // first two again (already written) and the one at the cursor (not yet).
+    env.run(&["poll"]).expect(0);
+    assert_eq!(written_times(&env), both(&instants));
+    assert_each_once(&env.lines());
+}
