@@ -379,11 +379,36 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    fn temp_path(name: &str) -> PathBuf {
+    /// `out.log` in a fresh directory, which goes away with this value
+    /// (kept when the test fails, to look at).
+    struct TempPath(PathBuf);
+
+    impl std::ops::Deref for TempPath {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempPath {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            if let (false, Some(dir)) = (std::thread::panicking(), self.0.parent()) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp_path(name: &str) -> TempPath {
         let dir = std::env::temp_dir().join(format!("cl-output-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("out.log")
+        TempPath(dir.join("out.log"))
     }
 
     const LINE_A: &str = "{\"event_type\":\"detection\",\"tenant_id\":\"A\",\"Id\":\"x1\",\"ReceivedTime\":\"2024-05-14T09:00:00.000Z\"}\n";
