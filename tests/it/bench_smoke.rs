@@ -93,9 +93,8 @@ fn many_tenants_into_one_file_poll_with_three_requests_each_and_write_each_event
         );
         assert_eq!(round.events, vec![events; tenants], "{name} round");
         assert_eq!(
-            round.cpu_seconds.len(),
-            tenants,
-            "every poller reports its CPU at -v"
+            round.resources_lines, tenants,
+            "every poller reports its resources at -v"
         );
     }
     assert_eq!(run.lines, 2 * tenants * events as usize);
