@@ -265,13 +265,8 @@ pub fn assert_each_once(lines: &[Value]) {
 }
 
 /// Where an outside tool the test needs is installed, looked up on `PATH`
-/// and in the sbin directories (logrotate lives there, often off `PATH`).
-///
-/// When it is missing the test must not pass silently: under `CI=true` this
-/// panics (CI installs every tool, see `.ci/run`, so a missing one is a broken
-/// run); elsewhere it returns `None` after a note written straight to the
-/// process's stderr, which the test harness does not capture (it captures
-/// only `eprintln!`), so a developer sees what did not run.
+/// and in the sbin directories (logrotate lives there, often off `PATH`);
+/// `None` after [`skip`] when it is missing.
 pub fn require_tool(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
@@ -279,17 +274,20 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(tool))
         .find(|candidate| candidate.is_file());
     if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "{tool} is not installed, and under CI=true no test may skip; .ci/run installs it"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (test {}): {tool} is not installed",
-            std::thread::current().name().unwrap_or("?")
-        );
+        skip(&format!("{tool} is not installed"));
     }
     found
+}
+
+/// A test that cannot run here must not pass silently. Under `CI=true` this
+/// panics (CI installs every tool, see `.ci/run`, so this is a broken run);
+/// elsewhere it writes a note straight to the process's stderr, which the
+/// test harness does not capture (it captures only `eprintln!`), so a
+/// developer sees what did not run. The caller then returns.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "{test}: {why}, and under CI=true no test may skip");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (test {test}): {why}");
 }
