@@ -20,7 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_cylance-logs");
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken. BENCH_ONLY=NAME runs
-    // one scenario: idle, economy, throughput, latency, distant or memory.
+    // one scenario: idle, economy, throughput, latency, distant, memory or tenants.
     let sizes = Sizes::from_env();
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -31,13 +31,14 @@ fn main() {
         sizes.name,
         cores()
     );
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("idle", idle),
         ("economy", economy),
         ("throughput", throughput),
         ("latency", latency),
         ("distant", distant),
         ("memory", memory),
+        ("tenants", tenants),
     ];
     for (name, scenario) in scenarios {
         if wanted(name) {
@@ -186,6 +187,55 @@ fn memory(bin: &Path, sizes: &Sizes, table: &mut Table) {
         None,
         None,
     );
+}
+
+/// Many tenants, one file: 1,000 pollers at once, twice. The second round
+/// must cost each poller about what the first did, whatever the others
+/// appended in between.
+fn tenants(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let run = scenarios::many_tenants(bin, sizes);
+    let (first, second) = (&run.first, &run.second);
+    let round = |r: &scenarios::Round| {
+        format!(
+            "{:.1} s, CPU {:.1} ms per poll",
+            r.wall.as_secs_f64(),
+            r.cpu_ms_per_poll()
+        )
+    };
+    let name = format!(
+        "{} tenants into one file, {} new events each",
+        sizes.tenants, sizes.tenant_events
+    );
+    table.row(
+        &format!("{name}: first polls"),
+        round(first),
+        "(baseline)",
+        None,
+        None,
+    );
+    table.row(
+        &format!("{name}: second polls"),
+        round(second),
+        "< 60 s",
+        None,
+        None,
+    );
+    table.row(
+        "tenants: second-poll CPU / first-poll CPU",
+        format!(
+            "{:.2}x",
+            second.cpu_ms_per_poll() / first.cpu_ms_per_poll().max(1e-9)
+        ),
+        "<= 1.5x",
+        None,
+        None,
+    );
+    if run.distinct != run.lines {
+        println!(
+            "tenants: {} lines but {} distinct events: written twice",
+            run.lines, run.distinct
+        );
+    }
 }
 
 #[derive(Default)]

@@ -25,6 +25,11 @@ pub struct Sizes {
     pub latency: Duration,
     pub memory_small: u64,
     pub memory_large: u64,
+    /// Many tenants, one file: pollers started at once, tenants served by
+    /// one fake, new events per tenant and poll.
+    pub tenants: usize,
+    pub tenants_per_fake: usize,
+    pub tenant_events: u64,
 }
 
 impl Sizes {
@@ -38,6 +43,9 @@ impl Sizes {
             latency: Duration::from_millis(100),
             memory_small: 10_000,
             memory_large: 1_000_000,
+            tenants: 1_000,
+            tenants_per_fake: 25,
+            tenant_events: 6,
         }
     }
 
@@ -51,6 +59,9 @@ impl Sizes {
             latency: Duration::from_millis(100),
             memory_small: 10_000,
             memory_large: 100_000,
+            tenants: 200,
+            tenants_per_fake: 25,
+            tenant_events: 6,
         }
     }
 
@@ -65,6 +76,9 @@ impl Sizes {
             latency: Duration::from_millis(5),
             memory_small: 300,
             memory_large: 3_000,
+            tenants: 6,
+            tenants_per_fake: 4,
+            tenant_events: 4,
         }
     }
 
@@ -393,5 +407,194 @@ pub fn naive_backfill(bin: &Path, name: &str, events: u64, latency: Duration) ->
         list_requests: tenant.fake.requests().len() - 1,
         token_requests: 1,
         ..Measured::default()
+    }
+}
+
+/// One round of `many_tenants`: every poller started at once.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// From the first start to the last exit.
+    pub wall: Duration,
+    /// All pollers' CPU (user + system) together, as the kernel summed it
+    /// for this process's waited-for children: each poller's own
+    /// `resources:` line counts whole 10 ms clock ticks, rounded down, which
+    /// reads 0 for a poll of a few milliseconds.
+    pub cpu_seconds: f64,
+    /// Pollers that printed their `resources:` line at -v.
+    pub resources_lines: usize,
+    /// Each poller's events written, in tenant order.
+    pub events: Vec<u64>,
+    pub token_requests: usize,
+    pub list_requests: usize,
+}
+
+impl Round {
+    pub fn cpu_ms_per_poll(&self) -> f64 {
+        self.cpu_seconds * 1000.0 / self.events.len().max(1) as f64
+    }
+}
+
+/// What `many_tenants` measured, and the shared file at the end.
+#[derive(Debug, Clone)]
+pub struct ManyTenants {
+    pub first: Round,
+    pub second: Round,
+    /// Lines in the shared output after both rounds.
+    pub lines: usize,
+    /// The same lines, each tenant's events counted once: equal to `lines`
+    /// when no event was written twice.
+    pub distinct: usize,
+}
+
+/// Many tenants, one file: `sizes.tenants` pollers, each its own tenant
+/// and state directory, all appending to one output, started at once; then,
+/// after `tenant_events` more events for everyone, all started again. Only
+/// the second round reads a file that other tenants grew since the poller's
+/// last commit.
+pub fn many_tenants(bin: &Path, sizes: &Sizes) -> ManyTenants {
+    let dir =
+        std::env::temp_dir().join(format!("cylance-logs-bench-{}-tenants", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let creds = Credentials::sample();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, &creds.app_secret).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let tenant_ids: Vec<String> = (0..sizes.tenants)
+        .map(|i| format!("{i:08x}-0000-4000-8000-{i:012x}"))
+        .collect();
+    let fakes: Vec<FakeApi> = tenant_ids
+        .chunks(sizes.tenants_per_fake.max(1))
+        .map(|ids| {
+            let fake = FakeApi::start(creds.clone());
+            for id in ids {
+                fake.accept_tenant(id);
+            }
+            fake
+        })
+        .collect();
+    let fake_of = |i: usize| &fakes[i / sizes.tenants_per_fake.max(1)];
+    let seed_all = |first: u64, newest: DateTime<Utc>| {
+        for fake in &fakes {
+            seed(
+                fake,
+                first,
+                sizes.tenant_events,
+                newest,
+                TimeDelta::seconds(30),
+            );
+        }
+    };
+    let output = dir.join("out.log");
+    let round = |name: &str| {
+        let before: Vec<(usize, usize)> = fakes.iter().map(requests_by_kind).collect();
+        let cpu_before = children_cpu_seconds();
+        let started = Instant::now();
+        let children: Vec<_> = tenant_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                // stderr to a file: a pipe each would need 1,000 descriptors here.
+                let log = std::fs::File::create(dir.join(format!("{name}-{i}.stderr"))).unwrap();
+                Command::new(bin)
+                    .env_clear()
+                    .env("HOME", &dir)
+                    .args(["poll", "-v", "--api-url", &fake_of(i).url()])
+                    .args(["--app-id", &creds.app_id, "--tenant-id", id])
+                    .arg("--app-secret-file")
+                    .arg(&secret)
+                    .arg("--state-dir")
+                    .arg(dir.join(format!("state-{i}")))
+                    .arg("--output")
+                    .arg(&output)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("the binary starts")
+            })
+            .collect();
+        let statuses: Vec<_> = children
+            .into_iter()
+            .map(|mut child| child.wait().expect("the binary runs"))
+            .collect();
+        let wall = started.elapsed();
+        let mut measured = Round {
+            wall,
+            cpu_seconds: children_cpu_seconds() - cpu_before,
+            ..Round::default()
+        };
+        for (i, status) in statuses.iter().enumerate() {
+            let path = dir.join(format!("{name}-{i}.stderr"));
+            let stderr = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(status.success(), "{name}: tenant {i} failed:\n{stderr}");
+            measured.events.push(summary_events(&stderr));
+            if resource(&stderr, "CPU ", "s user").is_some() {
+                measured.resources_lines += 1;
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        for (fake, (tokens, lists)) in fakes.iter().zip(before) {
+            let (t, l) = requests_by_kind(fake);
+            measured.token_requests += t - tokens;
+            measured.list_requests += l - lists;
+        }
+        measured
+    };
+    seed_all(0, Utc::now() - TimeDelta::minutes(5));
+    let first = round("first");
+    seed_all(1_000_000, Utc::now() - TimeDelta::minutes(1));
+    let second = round("second");
+    let text = std::fs::read_to_string(&output).unwrap();
+    let distinct: std::collections::HashSet<String> = text
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a whole JSON line");
+            format!(
+                "{}|{}|{}|{}",
+                v["tenant_id"], v["sha256"], v["last_found"], v["Id"]
+            )
+        })
+        .collect();
+    ManyTenants {
+        first,
+        second,
+        lines: text.lines().count(),
+        distinct: distinct.len(),
+    }
+}
+
+/// The CPU time of this process's waited-for children so far: fields 16
+/// and 17 of /proc/self/stat (cutime, cstime), in clock ticks of 1/100 s
+/// (proc(5)); the kernel sums them exactly and rounds only the total.
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(13) + ticks(14)) / 100.0
+}
+
+/// (token requests, list requests) a fake has seen so far.
+fn requests_by_kind(fake: &FakeApi) -> (usize, usize) {
+    let tokens = fake.count("/auth/v2/token");
+    (tokens, fake.requests().len() - tokens)
+}
+
+/// Removes a directory when dropped, also when a scenario panics.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

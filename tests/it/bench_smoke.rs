@@ -79,3 +79,24 @@ fn latency_scenario_stays_within_the_rate_limit() {
         run.wall
     );
 }
+
+#[test]
+fn many_tenants_into_one_file_poll_with_three_requests_each_and_write_each_event_once() {
+    let sizes = Sizes::tiny();
+    let run = scenarios::many_tenants(Path::new(BIN), &sizes);
+    let (tenants, events) = (sizes.tenants, sizes.tenant_events);
+    for (name, round) in [("first", &run.first), ("second", &run.second)] {
+        assert_eq!(
+            (round.token_requests, round.list_requests),
+            (tenants, 2 * tenants),
+            "{name} round: one token and one page per source and tenant"
+        );
+        assert_eq!(round.events, vec![events; tenants], "{name} round");
+        assert_eq!(
+            round.resources_lines, tenants,
+            "every poller reports its resources at -v"
+        );
+    }
+    assert_eq!(run.lines, 2 * tenants * events as usize);
+    assert_eq!(run.distinct, run.lines, "an event written twice");
+}

@@ -56,26 +56,48 @@ fn assert_same_events(lines: &[serde_json::Value], expected: &HashSet<String>) {
     );
 }
 
+/// How many runs `kill_repeatedly` killed, so a test can check it really
+/// killed runs mid-work (a binary too fast to kill would pass vacuously).
+#[derive(Debug, Default, Clone, Copy)]
+struct Kills {
+    /// Runs ended by SIGKILL.
+    killed: usize,
+    /// Of those, runs killed after they had appended to the output: a kill
+    /// between an append and its commit, which recovery must deal with.
+    after_writing: usize,
+}
+
+impl std::ops::AddAssign for Kills {
+    fn add_assign(&mut self, other: Kills) {
+        self.killed += other.killed;
+        self.after_writing += other.after_writing;
+    }
+}
+
 /// Runs `args` again and again, each time killed with SIGKILL after a random
 /// delay below `max_delay_ms`, until `kills` runs were killed or one finished
-/// on its own (its work was done); then once more to completion. Returns how
-/// many runs were killed.
+/// on its own (its work was done); then once more to completion.
 fn kill_repeatedly(
     env: &TestEnv,
     args: &[&str],
     rng: &mut Rng,
     kills: usize,
     max_delay_ms: u64,
-) -> usize {
-    let mut killed = 0;
+) -> Kills {
+    let mut made = Kills::default();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while killed < kills && Instant::now() < deadline {
+    let output_len = || std::fs::metadata(env.output()).map_or(0, |m| m.len());
+    while made.killed < kills && Instant::now() < deadline {
+        let before = output_len();
         let mut child = env.spawn(args);
         std::thread::sleep(Duration::from_millis(rng.below(max_delay_ms)));
         let finished_alone = child.try_wait().unwrap().is_some();
         if !finished_alone {
             child.kill().unwrap();
-            killed += 1;
+            made.killed += 1;
+            if output_len() > before {
+                made.after_writing += 1;
+            }
         }
         let out = env.finish(child);
         assert!(
@@ -88,21 +110,18 @@ fn kill_repeatedly(
         }
     }
     env.run(args).expect(0);
-    killed
+    made
 }
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
-    let mut total_kills = 0;
+    let mut total = Kills::default();
     let mut seed = 0x5eed_0000u64;
     // Fresh tenants until at least 50 kills, each backfilled under SIGKILLs
     // that land between pages, mid-append and between append and commit.
-    while total_kills < 50 {
+    while total.killed < 50 {
         seed += 1;
-        assert!(
-            seed < 0x5eed_0000 + 10,
-            "only {total_kills} kills in 9 tenants"
-        );
+        assert!(seed < 0x5eed_0000 + 10, "only {total:?} in 9 tenants");
         let env = TestEnv::new();
         let newest = minutes_ago(2);
         // 12,000 threats over ten hours (60 pages, so the window is split and
@@ -128,7 +147,7 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
         env.fake.add_detections(detections.clone());
         env.fake.set_delay(Duration::from_millis(60));
         let mut rng = Rng(seed);
-        total_kills += kill_repeatedly(&env, &["backfill", "--since", "12h"], &mut rng, 20, 700);
+        total += kill_repeatedly(&env, &["backfill", "--since", "12h"], &mut rng, 20, 700);
         let lines = env.lines();
         assert_each_once(&lines);
         assert_same_events(
@@ -136,14 +155,24 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
             &expected_keys(&threats, &detections, &env.creds.tenant_id),
         );
     }
+    // Not vacuous: kills landed, and some after lines were appended. (The
+    // loop above already needs 50 kills; the rest is timing, so the bar is low.)
+    assert!(total.killed >= 50, "{total:?}");
+    assert!(
+        total.after_writing >= 5,
+        "too few kills landed after a run had written: {total:?}"
+    );
 }
 
 #[test]
 fn sigkill_during_polls_with_new_events_arriving_loses_nothing() {
     let env = TestEnv::new();
-    env.fake.set_delay(Duration::from_millis(3));
+    // 20 ms per answer: a poll (token, then pages 1 and 2-4 of each source)
+    // takes over 100 ms on any machine, so most delays below land mid-run.
+    env.fake.set_delay(Duration::from_millis(20));
     let mut rng = Rng(0xfeed);
     let (mut threats_all, mut detections_all) = (Vec::new(), Vec::new());
+    let mut total = Kills::default();
     for round in 0..6u64 {
         // New events 0.3 s apart ending a minute ago: all inside the overlap
         // of the previous poll, like events that reach the API a little late.
@@ -159,8 +188,14 @@ fn sigkill_during_polls_with_new_events_arriving_loses_nothing() {
         env.fake.add_detections(detections.clone());
         threats_all.extend(threats);
         detections_all.extend(detections);
-        kill_repeatedly(&env, &["poll"], &mut rng, 3, 120);
+        total += kill_repeatedly(&env, &["poll"], &mut rng, 3, 120);
     }
+    // Not vacuous: up to 18 kills; a binary too fast to kill makes none.
+    assert!(total.killed >= 6, "too few runs killed: {total:?}");
+    assert!(
+        total.after_writing >= 1,
+        "no kill after an append: {total:?}"
+    );
     let lines = env.lines();
     assert_each_once(&lines);
     assert_same_events(

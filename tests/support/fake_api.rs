@@ -275,6 +275,13 @@ impl FakeApi {
         self.state().token_lifetime = Some(d);
     }
 
+    /// Also accepts JWTs for this tenant id (same application id and secret),
+    /// serving it the same threats and detections: many pollers, each its own
+    /// tenant, against one fake (the benchmark's 1,000 tenants into one file).
+    pub fn accept_tenant(&self, tenant_id: &str) {
+        self.state().other_tenants.insert(tenant_id.to_owned());
+    }
+
     /// Tokens lack this privilege from now on: its endpoint answers 403.
     pub fn deny_privilege(&self, privilege: &str) {
         self.state().denied.insert(privilege.to_owned());
@@ -593,6 +600,8 @@ struct TokenInfo {
 
 struct State {
     creds: Credentials,
+    /// Tenant ids accepted besides `creds.tenant_id`, see [`FakeApi::accept_tenant`].
+    other_tenants: HashSet<String>,
     threats: ThreatStore,
     detections: DetectionStore,
     honour_time_filters: bool,
@@ -611,6 +620,7 @@ impl State {
     fn new(creds: Credentials) -> Self {
         State {
             creds,
+            other_tenants: HashSet::new(),
             threats: ThreatStore::default(),
             detections: DetectionStore::default(),
             honour_time_filters: true,
@@ -704,7 +714,8 @@ impl State {
 
         if text("iss") != Some(ISSUER)
             || text("sub") != Some(self.creds.app_id.as_str())
-            || text("tid") != Some(self.creds.tenant_id.as_str())
+            || !text("tid")
+                .is_some_and(|tid| tid == self.creds.tenant_id || self.other_tenants.contains(tid))
         {
             return Err(invalid());
         }
@@ -1995,6 +2006,21 @@ mod tests {
         assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 403);
         assert_eq!(get(&agent, &fake, &token, "/detections/v2").0, 200);
         assert_eq!(fake.count("/threats/v2"), 9);
+    }
+
+    #[test]
+    fn another_tenant_is_refused_until_accepted() {
+        let creds = Credentials::sample();
+        let fake = FakeApi::start(creds.clone());
+        let agent = agent();
+        let other = Credentials {
+            tenant_id: "bbbbbbbb-0000-4000-8000-000000000001".to_owned(),
+            ..creds.clone()
+        };
+        assert_eq!(post_jwt(&agent, &fake, &jwt(&other)).0, 401);
+        fake.accept_tenant(&other.tenant_id);
+        assert_eq!(post_jwt(&agent, &fake, &jwt(&other)).0, 200);
+        assert_eq!(post_jwt(&agent, &fake, &jwt(&creds)).0, 200);
     }
 
     #[test]

@@ -263,3 +263,31 @@ pub fn assert_each_once(lines: &[Value]) {
         assert!(keys.insert(key.clone()), "written twice: {key}");
     }
 }
+
+/// Where an outside tool the test needs is installed, looked up on `PATH`
+/// and in the sbin directories (logrotate lives there, often off `PATH`);
+/// `None` after [`skip`] when it is missing.
+pub fn require_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file());
+    if found.is_none() {
+        skip(&format!("{tool} is not installed"));
+    }
+    found
+}
+
+/// A test that cannot run here must not pass silently. Under `CI=true` this
+/// panics (CI installs every tool, see `.ci/run`, so this is a broken run);
+/// elsewhere it writes a note straight to the process's stderr, which the
+/// test harness does not capture (it captures only `eprintln!`), so a
+/// developer sees what did not run. The caller then returns.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "{test}: {why}, and under CI=true no test may skip");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (test {test}): {why}");
+}
