@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 
 use super::auth::{INVALID_JWT, ISSUER, unix_now};
 use super::{Credentials, FakeApi, Fault};
-use crate::sample::{detection, sample_tenant, threat};
+use crate::sample::{
+    detection, device, memory_protection_event, sample_tenant, threat, threat_device,
+};
+use crate::time::threat_time;
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -404,4 +407,371 @@ fn sample_tenant_is_varied() {
     assert_eq!(detections["total_number_of_items"], 15);
     let classes: HashSet<&str> = field(&threats, "classification").into_iter().collect();
     assert!(classes.len() >= 3);
+
+    let (_, memory) = get_json(&agent, &fake, &token, "/memoryprotection/v2?page_size=200");
+    let (_, devices) = get_json(&agent, &fake, &token, "/devices/v2");
+    assert_eq!(memory["total_number_of_items"], 12);
+    assert_eq!(devices["total_number_of_items"], 12);
+    let user_fields: HashSet<bool> = memory["page_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.get("user_name").is_some())
+        .collect();
+    assert_eq!(user_fields.len(), 2, "both spellings of the user field");
+    // wcry.exe was found on 23 devices more than its own sightings.
+    let wcry = threats["page_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "wcry.exe")
+        .unwrap();
+    let path = format!("/threats/v2/{}/devices", wcry["sha256"].as_str().unwrap());
+    let (_, sightings) = get_json(&agent, &fake, &token, &path);
+    assert!(
+        sightings["total_pages"].as_u64().unwrap() >= 3,
+        "{sightings}"
+    );
+}
+
+/// Zone-less API times (with or without fraction and `Z`) as instants.
+fn instant(text: &str) -> chrono::NaiveDateTime {
+    crate::time::parse_timestamp(text, crate::time::Zone::Optional)
+        .unwrap_or_else(|| panic!("not an API time: {text}"))
+}
+
+/// Every item of every page of `path` (which has no query), walked by
+/// `total_pages` with `page_size`, and whether some page came pretty-printed.
+fn all_pages(
+    agent: &ureq::Agent,
+    fake: &FakeApi,
+    token: &str,
+    path: &str,
+    page_size: u32,
+) -> (Vec<Value>, bool) {
+    let (mut items, mut pretty, mut page) = (Vec::new(), false, 1);
+    loop {
+        let url = format!("{path}?page={page}&page_size={page_size}");
+        let (status, body) = get(agent, fake, token, &url);
+        assert_eq!(status, 200, "{url}: {body}");
+        pretty |= body.contains('\n');
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["page_number"], page);
+        items.extend(body["page_items"].as_array().unwrap().iter().cloned());
+        if page >= body["total_pages"].as_u64().unwrap() {
+            return (items, pretty);
+        }
+        page += 1;
+    }
+}
+
+#[test]
+fn memory_protection_is_paged_filtered_and_not_in_time_order() {
+    let fake = FakeApi::start(Credentials::sample());
+    let agent = agent();
+    let token = token(&agent, &fake);
+    // 25 events a minute apart, 09:00 to 09:24, added oldest first.
+    let events: Vec<Value> = (0..25u64)
+        .map(|i| memory_protection_event(i, &format!("2024-05-14T09:{i:02}:00")))
+        .collect();
+    fake.add_memory_protection(events.clone());
+    let key = |v: &Value| v["device_image_file_event_id"].as_str().unwrap().to_owned();
+
+    let (items, pretty) = all_pages(&agent, &fake, &token, "/memoryprotection/v2", 10);
+    assert!(pretty, "even pages come pretty-printed");
+    let served: Vec<String> = items.iter().map(key).collect();
+    let mut expected: Vec<String> = events.iter().map(key).collect();
+    expected.sort();
+    assert_eq!(served, expected, "every event once, by id");
+    let created: Vec<_> = items
+        .iter()
+        .map(|i| instant(i["created"].as_str().unwrap()))
+        .collect();
+    assert!(
+        !created.is_sorted() && !created.iter().rev().is_sorted(),
+        "served in time order: a client stopping early would pass"
+    );
+    let (_, first) = get_json(&agent, &fake, &token, "/memoryprotection/v2");
+    assert_eq!(
+        (&first["page_size"], &first["total_pages"]),
+        (&json!(10), &json!(3))
+    );
+
+    // The window is inclusive at both ends, zone-less or with `Z`.
+    let window = "/memoryprotection/v2?page_size=200&start_time=2024-05-14T09:05:00&end_time=2024-05-14T09:09:00.000Z";
+    let (_, body) = get_json(&agent, &fake, &token, window);
+    let mut minutes: Vec<&str> = field(&body, "created");
+    minutes.sort();
+    assert_eq!(
+        minutes,
+        ["05", "06", "07", "08", "09"].map(|m| format!("2024-05-14T09:{m}:00"))
+    );
+    let device = events[3]["device_id"].as_str().unwrap();
+    let (_, body) = get_json(
+        &agent,
+        &fake,
+        &token,
+        &format!("/memoryprotection/v2?page_size=200&device_id={device}"),
+    );
+    let n = body["total_number_of_items"].as_u64().unwrap();
+    assert!(n >= 1 && n < 25, "{n} events of one device");
+    assert!(field(&body, "device_id").iter().all(|d| *d == device));
+
+    fake.set_honour_memory_protection_time_filters(false);
+    let (_, body) = get_json(&agent, &fake, &token, window);
+    assert_eq!(body["total_number_of_items"], 25);
+    for bad in [
+        "/memoryprotection/v2?start_time=14/05/2024",
+        "/memoryprotection/v2?end_time=2024-05-14T09:00:00",
+        "/memoryprotection/v2?page_size=201",
+    ] {
+        assert_eq!(get(&agent, &fake, &token, bad).0, 400, "{bad}");
+    }
+    fake.deny_privilege("memoryprotection:list");
+    let (status, body) = get(&agent, &fake, &token, "/memoryprotection/v2");
+    assert_eq!(status, 403);
+    assert!(body.contains("memoryprotection:list"));
+    assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 200);
+}
+
+#[test]
+fn devices_are_listed_newest_registration_first() {
+    let fake = FakeApi::start(Credentials::sample());
+    let agent = agent();
+    let token = token(&agent, &fake);
+    let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    fake.add_devices(
+        (0..130u64)
+            .map(|i| {
+                device(
+                    i,
+                    &threat_time(start + chrono::TimeDelta::days((i * 37 % 130) as i64)),
+                )
+            })
+            .collect(),
+    );
+    let (_, first) = get_json(&agent, &fake, &token, "/devices/v2");
+    assert_eq!(
+        (&first["page_size"], &first["total_pages"]),
+        (&json!(100), &json!(2)),
+        "default page size 100"
+    );
+    let (items, _) = all_pages(&agent, &fake, &token, "/devices/v2", 50);
+    assert_eq!(items.len(), 130);
+    let registered: Vec<_> = items
+        .iter()
+        .map(|d| instant(d["date_first_registered"].as_str().unwrap()))
+        .collect();
+    assert!(registered.iter().rev().is_sorted(), "newest first");
+    let ids: HashSet<&str> = items.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 130);
+    // A device added again replaces the old record.
+    fake.add_devices(vec![device(0, "2030-01-01T00:00:00")]);
+    let (_, body) = get_json(&agent, &fake, &token, "/devices/v2?page_size=1");
+    assert_eq!(body["total_number_of_items"], 130);
+    assert_eq!(body["page_items"][0]["id"], items.last().unwrap()["id"]);
+    assert_eq!(
+        get(&agent, &fake, &token, "/devices/v2?page_size=201").0,
+        400
+    );
+    fake.deny_privilege("device:list");
+    assert_eq!(get(&agent, &fake, &token, "/devices/v2").0, 403);
+}
+
+#[test]
+fn threat_devices_show_where_each_file_was_found() {
+    let fake = FakeApi::start(Credentials::sample());
+    let agent = agent();
+    let token = token(&agent, &fake);
+    let threats: Vec<Value> = (0..40u64)
+        .map(|i| threat(i, &format!("2024-05-14T10:{i:02}:00")))
+        .collect();
+    fake.add_threats(threats.clone());
+    let path = |t: &Value| format!("/threats/v2/{}/devices", t["sha256"].as_str().unwrap());
+
+    let (mut older_elsewhere, mut same_device_twice, mut zoned) = (0, 0, 0);
+    for t in &threats {
+        let last_found = instant(t["last_found"].as_str().unwrap());
+        let (items, _) = all_pages(&agent, &fake, &token, &path(t), 200);
+        let found = |d: &Value| instant(d["date_found"].as_str().unwrap());
+        let latest: Vec<&Value> = items.iter().filter(|d| found(d) == last_found).collect();
+        assert!(!latest.is_empty(), "a sighting at last_found: {items:?}");
+        assert!(items.iter().all(|d| found(d) <= last_found));
+        let latest_ids: HashSet<&str> = latest.iter().map(|d| d["id"].as_str().unwrap()).collect();
+        older_elsewhere += usize::from(
+            items
+                .iter()
+                .any(|d| found(d) < last_found && !latest_ids.contains(d["id"].as_str().unwrap())),
+        );
+        same_device_twice += usize::from(latest.len() == 2 && latest_ids.len() == 1);
+        zoned += usize::from(
+            items
+                .iter()
+                .any(|d| d["date_found"].as_str().unwrap().ends_with('Z')),
+        );
+        assert_eq!(
+            Some(items),
+            fake.threat_devices(t["sha256"].as_str().unwrap())
+        );
+    }
+    assert!(
+        older_elsewhere >= 5,
+        "{older_elsewhere} threats with older sightings elsewhere"
+    );
+    assert!(
+        same_device_twice >= 3,
+        "{same_device_twice} threats on one device twice"
+    );
+    assert!(zoned >= 3, "{zoned} threats with a zoned date_found");
+
+    // A re-found threat gains a sighting at its new last_found.
+    let sha = threats[0]["sha256"].as_str().unwrap();
+    let before = fake.threat_devices(sha).unwrap().len();
+    fake.refind_threat(sha, "2024-05-15T08:00:00");
+    let after = fake.threat_devices(sha).unwrap();
+    assert_eq!(after.len(), before + 1);
+    assert_eq!(
+        instant(after.last().unwrap()["date_found"].as_str().unwrap()),
+        instant("2024-05-15T08:00:00")
+    );
+
+    // More than a page, the default page size, and replacement.
+    let sha = threats[1]["sha256"].as_str().unwrap();
+    let many: Vec<Value> = (0..25u64)
+        .map(|i| threat_device(50 + i, &format!("2024-05-13T{i:02}:00:00"), "C:\\x.exe"))
+        .collect();
+    fake.set_threat_devices(sha, many.clone());
+    let (_, body) = get_json(&agent, &fake, &token, &path(&threats[1]));
+    assert_eq!(
+        (&body["page_size"], &body["total_pages"]),
+        (&json!(10), &json!(3))
+    );
+    let (items, pretty) = all_pages(&agent, &fake, &token, &path(&threats[1]), 10);
+    assert_eq!(items, many);
+    assert!(pretty);
+
+    let (status, body) = get_json(&agent, &fake, &token, "/threats/v2/00AB/devices");
+    assert_eq!(status, 404);
+    assert!(body["message"].as_str().unwrap().contains("00AB"));
+    assert_eq!(get(&agent, &fake, &token, "/threats/v2//devices").0, 404);
+    let lower = path(&threats[2]).to_lowercase();
+    assert_eq!(
+        get(&agent, &fake, &token, &lower).0,
+        404,
+        "sha256 as the list spells it"
+    );
+
+    // Faults under the lookup's prefix reach the lookup, not the list.
+    fake.push_fault("/threats/v2/", Fault::Html(503));
+    assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 200);
+    assert_eq!(get(&agent, &fake, &token, &path(&threats[2])).0, 503);
+    fake.push_fault_at("/threats/v2/", 2, Fault::NotJson);
+    assert_eq!(
+        get(
+            &agent,
+            &fake,
+            &token,
+            &format!("{}?page=2", path(&threats[1]))
+        )
+        .1,
+        "this is not json"
+    );
+    fake.deny_privilege("threat:devicelist");
+    assert_eq!(get(&agent, &fake, &token, &path(&threats[2])).0, 403);
+    assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 200);
+}
+
+#[test]
+fn detection_details_are_the_full_record_or_404() {
+    let fake = FakeApi::start(Credentials::sample());
+    let agent = agent();
+    let token = token(&agent, &fake);
+    let detections: Vec<Value> = (0..6u64)
+        .map(|i| detection(i, &format!("2024-05-14T09:0{i}:00.000Z")))
+        .collect();
+    fake.add_detections(detections.clone());
+    let id = |d: &Value| d["Id"].as_str().unwrap().to_owned();
+    let path = |d: &Value| format!("/detections/v2/{}/details", id(d));
+
+    let mut pretty = 0;
+    for d in &detections {
+        let (status, body) = get(&agent, &fake, &token, &path(d));
+        assert_eq!(status, 200);
+        pretty += usize::from(body.contains('\n'));
+        let details: Value = serde_json::from_str(&body).unwrap();
+        for key in [
+            "Id",
+            "PhoneticId",
+            "Name",
+            "Severity",
+            "Status",
+            "OccurrenceTime",
+            "ReceivedTime",
+            "ActivationTime",
+            "Product",
+            "SchemaVersion",
+            "ObjectType",
+            "Comment",
+            "Context",
+            "DetectionRule",
+            "Detector",
+            "Device",
+            "ArtifactsOfInterest",
+            "AssociatedArtifacts",
+            "InvolvedArtifacts",
+            "AppliedExceptions",
+            "Responses",
+        ] {
+            assert!(details.get(key).is_some(), "{key} missing: {details}");
+        }
+        assert_eq!(details["Id"], d["Id"]);
+        assert_eq!(details["ReceivedTime"], d["ReceivedTime"]);
+        assert_eq!(details["Device"]["Name"], d["Device"]["Name"]);
+        assert_eq!(Some(details), fake.detection_details(&id(d)));
+    }
+    assert!((1..6).contains(&pretty), "{pretty} of 6 pretty-printed");
+
+    // The record follows the detection: its status now, gone when it is.
+    fake.set_detection_status(&id(&detections[0]), "Reviewed");
+    let (_, details) = get_json(&agent, &fake, &token, &path(&detections[0]));
+    assert_eq!(details["Status"], "Reviewed");
+    fake.remove_detection(&id(&detections[0]));
+    let (status, body) = get_json(&agent, &fake, &token, &path(&detections[0]));
+    assert_eq!(status, 404);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&id(&detections[0]))
+    );
+    assert_eq!(
+        get(&agent, &fake, &token, "/detections/v2/nope/details").0,
+        404
+    );
+    assert_eq!(get(&agent, &fake, &token, "/detections/v2/x/other").0, 404);
+
+    let set = json!({ "Id": id(&detections[1]), "Odd": [1, {"nested": null}] });
+    fake.set_detection_details(&id(&detections[1]), set.clone());
+    assert_eq!(
+        get_json(&agent, &fake, &token, &path(&detections[1])),
+        (200, set)
+    );
+
+    fake.push_fault("/detections/v2/", Fault::Truncated);
+    assert_eq!(get(&agent, &fake, &token, "/detections/v2").0, 200);
+    let (status, body) = get(&agent, &fake, &token, &path(&detections[2]));
+    assert_eq!(status, 200);
+    assert!(serde_json::from_str::<Value>(&body).is_err());
+    fake.deny_privilege("opticsdetect:read");
+    assert_eq!(get(&agent, &fake, &token, &path(&detections[2])).0, 403);
+    assert_eq!(get(&agent, &fake, &token, "/detections/v2").0, 200);
+    let recorded = fake.requests();
+    let last = recorded.last().unwrap();
+    assert_eq!((last.path.as_str(), last.status), ("/detections/v2", 200));
+    // The loop, the truncated answer, the 403.
+    assert_eq!(fake.count(&path(&detections[2])), 3);
 }
