@@ -514,7 +514,7 @@ fn memory_protection_is_paged_filtered_and_not_in_time_order() {
         &format!("/memoryprotection/v2?page_size=200&device_id={device}"),
     );
     let n = body["total_number_of_items"].as_u64().unwrap();
-    assert!(n >= 1 && n < 25, "{n} events of one device");
+    assert!((1..25).contains(&n), "{n} events of one device");
     assert!(field(&body, "device_id").iter().all(|d| *d == device));
 
     fake.set_honour_memory_protection_time_filters(false);
