@@ -4,7 +4,7 @@
 //! - [`FakeApi`]: a strict fake of the Cylance PROTECT API on loopback ([`fake`]);
 //! - [`sample`]: realistic items for every endpoint, and a small varied tenant;
 //! - [`TestEnv`]: a fresh directory and fake tenant, and a runner for the real
-//!   binary that checks every run for leaked secrets ([`env`]);
+//!   binary that checks every run for leaked secrets ([`env`](mod@env));
 //! - [`scenarios`]: the benchmark's scenarios, also run at tiny sizes by a test;
 //! - [`time`]: the API's time forms.
 //!

@@ -15,12 +15,12 @@
 //! and the time filters are validated and answer 400 when malformed; unknown paths
 //! answer 404 and wrong methods 405. Where the real service is unknown it varies:
 //! memory protection is served in an order unrelated to time, pages of the newer
-//! endpoints are pretty-printed on even page numbers, detail records are for some
-//! detections. Every request is recorded with the status answered.
+//! endpoints are pretty-printed on even page numbers, and so are the detail records
+//! of about half the detections. Every request is recorded with the status answered.
 //!
-//! Tests inject trouble with [`Fault`]s (per path prefix, FIFO, optionally for one page
-//! number), delays, denied privileges, short token lifetimes and a server that ignores
-//! the time filters (one source claims the real one does for threats).
+//! Tests inject trouble with [`Fault`]s (per path or folder of paths, FIFO, optionally
+//! for one page number), delays, denied privileges, short token lifetimes and a server
+//! that ignores the time filters (one source claims the real one does for threats).
 //!
 //! The parts: `auth` (JWTs, tokens, privileges), `store` (the tenant's data),
 //! `endpoints` (one handler per endpoint, shared paging), `wire` (HTTP serving, faults,
@@ -282,23 +282,25 @@ impl FakeApi {
         self.state().auth.denied.remove(privilege);
     }
 
-    /// Queues a fault for the next request whose path starts with `path_prefix`
-    /// (`/threats/v2` also matches `/threats/v2/{sha256}/devices`; `/threats/v2/`
-    /// matches only those). When several queued faults match a request, the
+    /// Queues a fault for the next request to `path`, or below it when `path` ends
+    /// with `/`: `/threats/v2` is the threat list only, `/threats/v2/` every
+    /// `/threats/v2/{sha256}/devices` lookup, `/detections/v2/` every details
+    /// lookup. (Lookups run between list pages; a fault meant for the list must
+    /// not be taken by one.) When several queued faults match a request, the
     /// earliest pushed wins.
-    pub fn push_fault(&self, path_prefix: &str, fault: Fault) {
+    pub fn push_fault(&self, path: &str, fault: Fault) {
         self.state().faults.push(PendingFault {
-            prefix: path_prefix.to_owned(),
+            target: path.to_owned(),
             page: None,
             fault,
         });
     }
 
-    /// Queues a fault for the next request under `path_prefix` for exactly page `page`
-    /// (a request without `page` asks for page 1).
-    pub fn push_fault_at(&self, path_prefix: &str, page: u32, fault: Fault) {
+    /// Queues a fault like [`FakeApi::push_fault`] for exactly page `page` (a
+    /// request without `page` asks for page 1).
+    pub fn push_fault_at(&self, path: &str, page: u32, fault: Fault) {
         self.state().faults.push(PendingFault {
-            prefix: path_prefix.to_owned(),
+            target: path.to_owned(),
             page: Some(page),
             fault,
         });
@@ -348,7 +350,8 @@ struct Shared {
 }
 
 struct PendingFault {
-    prefix: String,
+    /// A path, or a folder of paths when it ends with `/`.
+    target: String,
     page: Option<u32>,
     fault: Fault,
 }
@@ -380,7 +383,8 @@ impl State {
 
     fn take_fault(&mut self, path: &str, page: Option<u64>) -> Option<Fault> {
         let at = self.faults.iter().position(|f| {
-            path.starts_with(&f.prefix) && f.page.is_none_or(|p| Some(u64::from(p)) == page)
+            let hits = path == f.target || (f.target.ends_with('/') && path.starts_with(&f.target));
+            hits && f.page.is_none_or(|p| Some(u64::from(p)) == page)
         })?;
         Some(self.faults.remove(at).fault)
     }

@@ -665,10 +665,15 @@ fn threat_devices_show_where_each_file_was_found() {
         "sha256 as the list spells it"
     );
 
-    // Faults under the lookup's prefix reach the lookup, not the list.
+    // Faults for the lookups reach the lookups, faults for the list the list.
     fake.push_fault("/threats/v2/", Fault::Html(503));
-    assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 200);
+    fake.push_fault("/threats/v2", Fault::Html(502));
     assert_eq!(get(&agent, &fake, &token, &path(&threats[2])).0, 503);
+    assert_eq!(get(&agent, &fake, &token, &path(&threats[2])).0, 200);
+    assert_eq!(get(&agent, &fake, &token, "/threats/v2").0, 502);
+    fake.push_fault(&path(&threats[3]), Fault::Html(504));
+    assert_eq!(get(&agent, &fake, &token, &path(&threats[2])).0, 200);
+    assert_eq!(get(&agent, &fake, &token, &path(&threats[3])).0, 504);
     fake.push_fault_at("/threats/v2/", 2, Fault::NotJson);
     assert_eq!(
         get(
