@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::fake::{Credentials, FakeApi};
-use crate::sample::{detection, threat};
+use crate::sample::{detection, device, memory_protection_event, threat};
 use crate::time::{detection_time, minutes_ago, threat_time};
 
 /// What a finished run left for an operator to see.
@@ -250,6 +250,26 @@ pub fn detections(first: u64, count: u64, minutes: i64) -> Vec<Value> {
         .collect()
 }
 
+/// Memory-protection events `first..first+count`, `created` one second apart
+/// ending `minutes` ago (served in an order unrelated to that).
+pub fn memory_protection_events(first: u64, count: u64, minutes: i64) -> Vec<Value> {
+    let end = minutes_ago(minutes);
+    (0..count)
+        .map(|i| {
+            memory_protection_event(first + i, &threat_time(end - TimeDelta::seconds(i as i64)))
+        })
+        .collect()
+}
+
+/// Devices `first..first+count` (`0..12` is the fleet the other generators
+/// name), registered a day apart, the last `days` ago.
+pub fn devices(first: u64, count: u64, days: i64) -> Vec<Value> {
+    let newest = minutes_ago(days * 24 * 60);
+    (0..count)
+        .map(|i| device(first + i, &threat_time(newest - TimeDelta::days(i as i64))))
+        .collect()
+}
+
 /// How many lines have this `event_type`.
 pub fn count_type(lines: &[Value], event_type: &str) -> usize {
     lines
@@ -258,19 +278,66 @@ pub fn count_type(lines: &[Value], event_type: &str) -> usize {
         .count()
 }
 
-/// Asserts that no event appears twice: threats by sha256 + last_found,
-/// detections by Id, both within their tenant.
+/// Asserts that no event appears twice within its tenant: threats by sha256 +
+/// last_found, detections by Id, memory protection by
+/// device_image_file_event_id, devices by id within their snapshot
+/// (`snapshot_time`, issue 12's names).
 pub fn assert_each_once(lines: &[Value]) {
     let mut keys = std::collections::HashSet::new();
     for line in lines {
+        let tenant = &line["tenant_id"];
         let key = match line["event_type"].as_str() {
-            Some("threat") => format!(
-                "{}|{}|{}",
-                line["tenant_id"], line["sha256"], line["last_found"]
-            ),
-            Some("detection") => format!("{}|{}", line["tenant_id"], line["Id"]),
+            Some("threat") => format!("threat|{tenant}|{}|{}", line["sha256"], line["last_found"]),
+            Some("detection") => format!("detection|{tenant}|{}", line["Id"]),
+            Some("memory_protection") => {
+                format!("memory|{tenant}|{}", line["device_image_file_event_id"])
+            }
+            Some("device") => format!("device|{tenant}|{}|{}", line["snapshot_time"], line["id"]),
             other => panic!("unexpected event_type {other:?}"),
         };
         assert!(keys.insert(key.clone()), "written twice: {key}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_once_tells_events_apart_by_their_keys() {
+        let line = |event_type: &str, extra: Value| {
+            let mut line = json!({ "event_type": event_type, "tenant_id": "t" });
+            line.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            line
+        };
+        let memory = line(
+            "memory_protection",
+            json!({ "device_image_file_event_id": "m1" }),
+        );
+        let device = |at: &str| line("device", json!({ "id": "d1", "snapshot_time": at }));
+        let distinct = vec![
+            line(
+                "threat",
+                json!({ "sha256": "A", "last_found": "2024-05-14T09:00:00" }),
+            ),
+            line(
+                "threat",
+                json!({ "sha256": "A", "last_found": "2024-05-14T10:00:00" }),
+            ),
+            line("detection", json!({ "Id": "m1" })),
+            memory.clone(),
+            device("2024-05-14T09:00:00Z"),
+            device("2024-05-15T09:00:00Z"),
+        ];
+        assert_each_once(&distinct);
+        for twice in [memory, device("2024-05-14T09:00:00Z")] {
+            let mut lines = distinct.clone();
+            lines.push(twice);
+            let caught = std::panic::catch_unwind(|| assert_each_once(&lines));
+            assert!(caught.is_err(), "a repeat goes unnoticed");
+        }
     }
 }
