@@ -41,7 +41,9 @@ pub fn threat(seed: u64, last_found: &str) -> Value {
 /// `2024-05-14T09:00:00.123Z`) and `OccurrenceTime` is a few seconds to minutes earlier.
 pub fn detection(seed: u64, received_time: &str) -> Value {
     let received = DateTime::parse_from_rfc3339(received_time)
-        .unwrap_or_else(|e| panic!("fake_api::detection: bad received_time {received_time:?}: {e}"))
+        .unwrap_or_else(|e| {
+            panic!("fake_cylance::detection: bad received_time {received_time:?}: {e}")
+        })
         .with_timezone(&Utc);
     let r = mix(seed ^ 0x6465_7465_6374);
     let lag = TimeDelta::milliseconds((5_000 + r % 295_000) as i64);
@@ -152,7 +154,7 @@ pub fn threat_device(device_seed: u64, date_found: &str, file_path: &str) -> Val
 pub(crate) fn threat_sightings(sha256: &str, name: &str, founds: &[String]) -> Vec<Value> {
     let r = mix(fnv(sha256));
     let spelled = |at: &str| -> String {
-        if r % 4 == 1 {
+        if r % 4 == 1 && !at.contains(['.', 'Z']) {
             format!("{at}.000Z")
         } else {
             at.to_owned()

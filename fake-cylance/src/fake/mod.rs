@@ -196,7 +196,7 @@ impl FakeApi {
             .store
             .threats
             .get_mut(sha256)
-            .unwrap_or_else(|| panic!("fake_api::add_threat_devices: unknown sha256 {sha256}"));
+            .unwrap_or_else(|| panic!("FakeApi::add_threat_devices: unknown sha256 {sha256}"));
         rec.sightings().extend(items.iter().map(to_bytes));
     }
 
@@ -208,7 +208,7 @@ impl FakeApi {
             .store
             .threats
             .get_mut(sha256)
-            .unwrap_or_else(|| panic!("fake_api::set_threat_devices: unknown sha256 {sha256}"));
+            .unwrap_or_else(|| panic!("FakeApi::set_threat_devices: unknown sha256 {sha256}"));
         *rec.sightings() = items.iter().map(to_bytes).collect();
     }
 

@@ -83,13 +83,13 @@ impl ThreatStore {
         let sha = item
             .get("sha256")
             .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("fake_api: a threat needs a string sha256: {item}"));
+            .unwrap_or_else(|| panic!("fake-cylance: a threat needs a string sha256: {item}"));
         let found = item
             .get("last_found")
             .and_then(Value::as_str)
             .unwrap_or_default();
         let last_found = parse_timestamp(found, Zone::Optional)
-            .unwrap_or_else(|| panic!("fake_api: a threat needs a last_found: {item}"));
+            .unwrap_or_else(|| panic!("fake-cylance: a threat needs a last_found: {item}"));
         let json = to_bytes(&item);
         if let Some(&at) = self.index.get(sha) {
             let rec = &mut self.recs[at];
@@ -117,10 +117,9 @@ impl ThreatStore {
     pub fn refind(&mut self, sha256: &str, new_last_found: &str) {
         let rec = self
             .get_mut(sha256)
-            .unwrap_or_else(|| panic!("fake_api::refind_threat: unknown sha256 {sha256}"));
-        let last_found = parse_timestamp(new_last_found, Zone::Optional).unwrap_or_else(|| {
-            panic!("fake_api::refind_threat: bad last_found {new_last_found:?}")
-        });
+            .unwrap_or_else(|| panic!("FakeApi::refind_threat: unknown sha256 {sha256}"));
+        let last_found = parse_timestamp(new_last_found, Zone::Optional)
+            .unwrap_or_else(|| panic!("FakeApi::refind_threat: bad last_found {new_last_found:?}"));
         let mut item: Value = serde_json::from_slice(&rec.json).expect("stored threat is JSON");
         item["last_found"] = json!(new_last_found);
         rec.json = to_bytes(&item);
@@ -204,13 +203,13 @@ impl DetRec {
         let id = item
             .get("Id")
             .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("fake_api: a detection needs a string Id: {item}"));
+            .unwrap_or_else(|| panic!("fake-cylance: a detection needs a string Id: {item}"));
         let received = item
             .get("ReceivedTime")
             .and_then(Value::as_str)
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .unwrap_or_else(|| {
-                panic!("fake_api: a detection needs an RFC 3339 ReceivedTime: {item}")
+                panic!("fake-cylance: a detection needs an RFC 3339 ReceivedTime: {item}")
             })
             .with_timezone(&Utc);
         let text =
@@ -292,7 +291,7 @@ impl DetectionStore {
         let at = *self
             .index
             .get(id)
-            .unwrap_or_else(|| panic!("fake_api::set_detection_status: unknown Id {id}"));
+            .unwrap_or_else(|| panic!("FakeApi::set_detection_status: unknown Id {id}"));
         let rec = &mut self.recs[at];
         let mut item: Value = serde_json::from_slice(&rec.json).expect("stored detection is JSON");
         item["Status"] = json!(status);
@@ -316,7 +315,7 @@ impl DetectionStore {
     pub fn set_details(&mut self, id: &str, details: Value) {
         assert!(
             self.index.contains_key(id),
-            "fake_api::set_detection_details: unknown Id {id}"
+            "FakeApi::set_detection_details: unknown Id {id}"
         );
         self.details.insert(id.to_owned(), details);
     }
@@ -387,14 +386,14 @@ impl MemoryStore {
             .get("device_image_file_event_id")
             .and_then(Value::as_str)
             .unwrap_or_else(|| {
-                panic!("fake_api: a memory-protection event needs a string device_image_file_event_id: {item}")
+                panic!("fake-cylance: a memory-protection event needs a string device_image_file_event_id: {item}")
             });
         let created = item
             .get("created")
             .and_then(Value::as_str)
             .and_then(|s| parse_timestamp(s, Zone::Optional))
             .unwrap_or_else(|| {
-                panic!("fake_api: a memory-protection event needs a created: {item}")
+                panic!("fake-cylance: a memory-protection event needs a created: {item}")
             });
         let device_id = item.get("device_id").and_then(Value::as_str).unwrap_or("");
         let rec = MemRec {
@@ -441,12 +440,14 @@ impl DeviceStore {
         let id = item
             .get("id")
             .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("fake_api: a device needs a string id: {item}"));
+            .unwrap_or_else(|| panic!("fake-cylance: a device needs a string id: {item}"));
         let registered = item
             .get("date_first_registered")
             .and_then(Value::as_str)
             .and_then(|s| parse_timestamp(s, Zone::Optional))
-            .unwrap_or_else(|| panic!("fake_api: a device needs a date_first_registered: {item}"));
+            .unwrap_or_else(|| {
+                panic!("fake-cylance: a device needs a date_first_registered: {item}")
+            });
         let rec = DevRec {
             registered,
             id: id.into(),

@@ -32,14 +32,16 @@ pub(crate) const JSON: &str = "application/json; charset=utf-8";
 /// Binds 127.0.0.1 on two free ports (tiny_http's and the relay's) and starts
 /// serving `state`.
 pub(super) fn start(state: State) -> FakeApi {
-    let server =
-        Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("fake_api: cannot bind 127.0.0.1"));
+    let server = Arc::new(
+        tiny_http::Server::http("127.0.0.1:0").expect("fake-cylance: cannot bind 127.0.0.1"),
+    );
     let upstream = server
         .server_addr()
         .to_ip()
-        .expect("fake_api: tiny_http is not on an IP address");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("fake_api: cannot bind the relay port");
-    let relay_addr = listener.local_addr().expect("fake_api: relay address");
+        .expect("fake-cylance: tiny_http is not on an IP address");
+    let listener =
+        TcpListener::bind("127.0.0.1:0").expect("fake-cylance: cannot bind the relay port");
+    let relay_addr = listener.local_addr().expect("fake-cylance: relay address");
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
         relay: Relay::default(),
@@ -55,7 +57,7 @@ pub(super) fn start(state: State) -> FakeApi {
             thread::Builder::new()
                 .name(format!("fake-api-worker-{i}"))
                 .spawn(move || worker(&server, &shared))
-                .expect("fake_api: cannot spawn a worker")
+                .expect("fake-cylance: cannot spawn a worker")
         })
         .collect();
     let acceptor = {
@@ -63,7 +65,7 @@ pub(super) fn start(state: State) -> FakeApi {
         thread::Builder::new()
             .name("fake-api-relay".to_owned())
             .spawn(move || relay_accept(&listener, upstream, &shared))
-            .expect("fake_api: cannot spawn the relay")
+            .expect("fake-cylance: cannot spawn the relay")
     };
 
     FakeApi {
