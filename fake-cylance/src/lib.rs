@@ -21,7 +21,8 @@ pub mod scenarios;
 pub mod time;
 
 pub use env::{
-    Outcome, TestEnv, assert_each_once, count_type, detections, read_lines, set_mode, threats,
+    Outcome, TestEnv, assert_each_once, count_type, detections, devices, memory_protection_events,
+    read_lines, set_mode, threats,
 };
 pub use fake::{Credentials, FakeApi, Fault, Recorded};
 pub use sample::{
