@@ -6,15 +6,13 @@
 //! the binary, prints the lines it wrote, then shows a second poll writing
 //! nothing new, and `status`.
 
-#[path = "../tests/support/fake_api.rs"]
-mod fake_api;
-
+use fake_cylance::{Credentials, FakeApi, sample_tenant};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let creds = fake_api::Credentials::sample();
-    let fake = fake_api::FakeApi::start(creds.clone());
-    fake_api::sample_tenant(&fake, chrono::Utc::now());
+    let creds = Credentials::sample();
+    let fake = FakeApi::start(creds.clone());
+    sample_tenant(&fake, chrono::Utc::now());
 
     let dir = std::env::temp_dir().join(format!("cylance-logs-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp directory");

@@ -4,12 +4,11 @@
 //! the same scenario with `--concurrency 1` and with the simplest sequential
 //! implementation, as ratios. Figures from shared machines are noisy: compare
 //! within one run, not across runs.
+//!
+//! The scenarios live in `fake_cylance::scenarios`, where the smoke test
+//! (`tests/it/bench_smoke.rs`) runs them too.
 
-#[path = "../../tests/support/fake_api.rs"]
-mod fake_api;
-mod scenarios;
-
-use scenarios::{Measured, Sizes};
+use fake_cylance::scenarios::{self, Measured, Sizes};
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! (which, unlike timings, are exact) meet the targets. Timings are printed by
 //! `cargo bench --bench poller`, never asserted.
 
-use crate::scenarios::{self, Sizes};
+use fake_cylance::scenarios::{self, Sizes};
 use std::path::Path;
 use std::time::Duration;
 

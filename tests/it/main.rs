@@ -3,14 +3,7 @@
 //! One test binary (faster to build and link than one per file); each module
 //! names the behaviour its tests protect.
 
-#[path = "../support/mod.rs"]
 mod support;
-// The benchmark's scenarios, for their smoke test (which uses only some of
-// them); they name the fake as a sibling module.
-#[path = "../../benches/poller/scenarios.rs"]
-#[allow(dead_code)]
-mod scenarios;
-use support::fake_api;
 
 mod backfill;
 mod bad_items;

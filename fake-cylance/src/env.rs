@@ -1,23 +1,19 @@
-//! Test support: a fresh directory and fake tenant per test, and a runner for
-//! the real binary with a scrubbed environment.
+//! The test environment: a fresh directory and fake tenant per test, and a
+//! runner for the real binary with a scrubbed environment.
 //!
 //! Every run is also a secrets check: after it, stdout, stderr, the output
 //! file, the checkpoint and the lock file are scanned for the app secret, every
 //! JWT the fake received and every access token it issued.
 
-#![allow(dead_code)]
-
-pub mod fake_api;
-
-pub use fake_api::{Credentials, FakeApi, Fault, detection, threat};
-
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::TimeDelta;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_cylance-logs");
+use crate::fake::{Credentials, FakeApi};
+use crate::sample::{detection, device, memory_protection_event, threat};
+use crate::time::{detection_time, minutes_ago, threat_time};
 
 /// What a finished run left for an operator to see.
 #[derive(Debug)]
@@ -47,20 +43,24 @@ impl Outcome {
     }
 }
 
+/// A fresh directory with a secret file, a fake tenant, and the binary to run
+/// against them. Dropping it removes the directory (kept when a test fails).
 pub struct TestEnv {
     pub dir: PathBuf,
     pub fake: FakeApi,
     pub creds: Credentials,
+    bin: PathBuf,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestEnv {
-    pub fn new() -> TestEnv {
-        Self::with_credentials(Credentials::sample())
+    /// The sample credentials; `bin` is the cylance-logs binary.
+    pub fn new(bin: &Path) -> TestEnv {
+        Self::with_credentials(bin, Credentials::sample())
     }
 
-    pub fn with_credentials(creds: Credentials) -> TestEnv {
+    pub fn with_credentials(bin: &Path, creds: Credentials) -> TestEnv {
         let dir = std::env::temp_dir().join(format!(
             "cylance-logs-test-{}-{}",
             std::process::id(),
@@ -72,7 +72,17 @@ impl TestEnv {
         std::fs::write(&secret, format!("{}\n", creds.app_secret)).unwrap();
         set_mode(&secret, 0o600);
         let fake = FakeApi::start(creds.clone());
-        TestEnv { dir, fake, creds }
+        TestEnv {
+            dir,
+            fake,
+            creds,
+            bin: bin.to_path_buf(),
+        }
+    }
+
+    /// The binary this environment runs.
+    pub fn bin(&self) -> &Path {
+        &self.bin
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -93,14 +103,29 @@ impl TestEnv {
 
     /// The binary with nothing inherited but what a test sets, and the flags
     /// that point it at this test's fake tenant and directory (unless `args`
-    /// gives one of them itself).
+    /// gives one of them itself); retries wait 10 ms and requests are unpaced,
+    /// so many-page tests stay fast (pacing has its own tests).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = self.deployed_command(&[], args);
+        cmd.env("CYLANCE_LOGS_BACKOFF_BASE", "10ms")
+            .env("CYLANCE_LOGS_MAX_RPS", "0");
+        cmd
+    }
+
+    /// Like [`TestEnv::command`] but with the binary's own defaults for
+    /// backoff and pacing, as deployed, and run by `wrapper` (a profiler, say:
+    /// `["perf", "record", "--"]`) unless that is empty.
+    pub fn deployed_command(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.env_clear()
             .env("HOME", &self.dir)
-            .env("CYLANCE_LOGS_BACKOFF_BASE", "10ms")
-            // Unpaced, so many-page tests stay fast; pacing has its own tests.
-            .env("CYLANCE_LOGS_MAX_RPS", "0")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -205,20 +230,6 @@ pub fn read_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// `now - minutes`, in the threats' zone-less form.
-pub fn threat_time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S").to_string()
-}
-
-/// The detections' form, RFC 3339 with milliseconds and Z.
-pub fn detection_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-pub fn minutes_ago(minutes: i64) -> DateTime<Utc> {
-    Utc::now() - TimeDelta::minutes(minutes)
-}
-
 /// Threats `first..first+count`, spread one second apart ending `minutes` ago.
 pub fn threats(first: u64, count: u64, minutes: i64) -> Vec<Value> {
     let end = minutes_ago(minutes);
@@ -239,6 +250,26 @@ pub fn detections(first: u64, count: u64, minutes: i64) -> Vec<Value> {
         .collect()
 }
 
+/// Memory-protection events `first..first+count`, `created` one second apart
+/// ending `minutes` ago (served in an order unrelated to that).
+pub fn memory_protection_events(first: u64, count: u64, minutes: i64) -> Vec<Value> {
+    let end = minutes_ago(minutes);
+    (0..count)
+        .map(|i| {
+            memory_protection_event(first + i, &threat_time(end - TimeDelta::seconds(i as i64)))
+        })
+        .collect()
+}
+
+/// Devices `first..first+count` (`0..12` is the fleet the other generators
+/// name), registered a day apart, the last `days` ago.
+pub fn devices(first: u64, count: u64, days: i64) -> Vec<Value> {
+    let newest = minutes_ago(days * 24 * 60);
+    (0..count)
+        .map(|i| device(first + i, &threat_time(newest - TimeDelta::days(i as i64))))
+        .collect()
+}
+
 /// How many lines have this `event_type`.
 pub fn count_type(lines: &[Value], event_type: &str) -> usize {
     lines
@@ -247,17 +278,21 @@ pub fn count_type(lines: &[Value], event_type: &str) -> usize {
         .count()
 }
 
-/// Asserts that no event appears twice: threats by sha256 + last_found,
-/// detections by Id, both within their tenant.
+/// Asserts that no event appears twice within its tenant: threats by sha256 +
+/// last_found, detections by Id, memory protection by
+/// device_image_file_event_id, devices by id within their snapshot
+/// (`snapshot_time`, issue 12's names).
 pub fn assert_each_once(lines: &[Value]) {
     let mut keys = std::collections::HashSet::new();
     for line in lines {
+        let tenant = &line["tenant_id"];
         let key = match line["event_type"].as_str() {
-            Some("threat") => format!(
-                "{}|{}|{}",
-                line["tenant_id"], line["sha256"], line["last_found"]
-            ),
-            Some("detection") => format!("{}|{}", line["tenant_id"], line["Id"]),
+            Some("threat") => format!("threat|{tenant}|{}|{}", line["sha256"], line["last_found"]),
+            Some("detection") => format!("detection|{tenant}|{}", line["Id"]),
+            Some("memory_protection") => {
+                format!("memory|{tenant}|{}", line["device_image_file_event_id"])
+            }
+            Some("device") => format!("device|{tenant}|{}|{}", line["snapshot_time"], line["id"]),
             other => panic!("unexpected event_type {other:?}"),
         };
         assert!(keys.insert(key.clone()), "written twice: {key}");
@@ -290,4 +325,47 @@ pub fn skip(why: &str) {
     assert!(!ci, "{test}: {why}, and under CI=true no test may skip");
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED (test {test}): {why}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_once_tells_events_apart_by_their_keys() {
+        let line = |event_type: &str, extra: Value| {
+            let mut line = json!({ "event_type": event_type, "tenant_id": "t" });
+            line.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            line
+        };
+        let memory = line(
+            "memory_protection",
+            json!({ "device_image_file_event_id": "m1" }),
+        );
+        let device = |at: &str| line("device", json!({ "id": "d1", "snapshot_time": at }));
+        let distinct = vec![
+            line(
+                "threat",
+                json!({ "sha256": "A", "last_found": "2024-05-14T09:00:00" }),
+            ),
+            line(
+                "threat",
+                json!({ "sha256": "A", "last_found": "2024-05-14T10:00:00" }),
+            ),
+            line("detection", json!({ "Id": "m1" })),
+            memory.clone(),
+            device("2024-05-14T09:00:00Z"),
+            device("2024-05-15T09:00:00Z"),
+        ];
+        assert_each_once(&distinct);
+        for twice in [memory, device("2024-05-14T09:00:00Z")] {
+            let mut lines = distinct.clone();
+            lines.push(twice);
+            let caught = std::panic::catch_unwind(|| assert_each_once(&lines));
+            assert!(caught.is_err(), "a repeat goes unnoticed");
+        }
+    }
 }

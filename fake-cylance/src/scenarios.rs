@@ -1,5 +1,5 @@
 //! The benchmark's scenarios, shared by the benchmark itself
-//! (`benches/poller.rs`: full sizes, release build, prints a table) and its
+//! (`benches/poller`: full sizes, release build, prints a table) and its
 //! smoke test (`tests/it/bench_smoke.rs`: tiny sizes, asserts the exact
 //! request counts, no timing).
 //!
@@ -7,8 +7,11 @@
 //! measures the whole process: wall time here, peak memory and CPU from the
 //! `resources:` line the binary prints at `-v`.
 
-use super::fake_api::{Credentials, FakeApi, detection, threat};
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use crate::env::TestEnv;
+use crate::fake::{Credentials, FakeApi};
+use crate::sample::{detection, threat};
+use crate::time::{detection_time, threat_time};
+use chrono::{DateTime, TimeDelta, Utc};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,95 +116,37 @@ impl Measured {
     }
 }
 
-/// A fake tenant with its own directory.
-pub struct Tenant {
-    pub fake: FakeApi,
-    pub creds: Credentials,
-    pub dir: PathBuf,
-    bin: PathBuf,
-}
-
-impl Tenant {
-    pub fn new(bin: &Path, name: &str) -> Tenant {
-        let creds = Credentials::sample();
-        let dir =
-            std::env::temp_dir().join(format!("cylance-logs-bench-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("secret"), &creds.app_secret).unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600))
-                .unwrap();
-        }
-        Tenant {
-            fake: FakeApi::start(creds.clone()),
-            creds,
-            dir,
-            bin: bin.to_path_buf(),
-        }
-    }
-
-    pub fn output(&self) -> PathBuf {
-        self.dir.join("out.log")
-    }
-
-    /// Runs the binary; panics unless it exits 0.
-    pub fn run(&self, args: &[&str]) -> Measured {
-        let before = self.fake.requests().len();
-        let started = Instant::now();
-        // BENCH_WRAPPER runs the binary under a profiler, e.g.
-        // BENCH_WRAPPER="perf record -g -o /tmp/perf.data --".
-        let wrapper = std::env::var("BENCH_WRAPPER").unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let mut command = match words.next() {
-            Some(program) => {
-                let mut command = Command::new(program);
-                command.args(words).arg(&self.bin);
-                command
-            }
-            None => Command::new(&self.bin),
-        };
-        let out = command
-            .env_clear()
-            .env("HOME", &self.dir)
-            .args(args)
-            .args(["-v", "--api-url", &self.fake.url()])
-            .args([
-                "--app-id",
-                &self.creds.app_id,
-                "--tenant-id",
-                &self.creds.tenant_id,
-            ])
-            .arg("--app-secret-file")
-            .arg(self.dir.join("secret"))
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .arg("--output")
-            .arg(self.output())
-            .output()
-            .expect("the binary runs");
-        let wall = started.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{args:?} failed:\n{stderr}");
-        let requests = self.fake.requests();
-        let new = &requests[before..];
-        Measured {
-            wall,
-            token_requests: new.iter().filter(|r| r.path == "/auth/v2/token").count(),
-            list_requests: new.iter().filter(|r| r.path != "/auth/v2/token").count(),
-            events: summary_events(&stderr),
-            peak_memory_kib: resource(&stderr, "peak memory ", " KiB").map(|v| v as u64),
-            cpu_seconds: resource(&stderr, "CPU ", "s user")
-                .zip(resource(&stderr, "user + ", "s system"))
-                .map(|(user, system)| user + system),
-        }
-    }
-}
-
-impl Drop for Tenant {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// Runs the binary as deployed (default pacing and backoff) with `-v`, under
+/// `BENCH_WRAPPER` if set (e.g. `perf record -g -o /tmp/perf.data --`);
+/// panics (naming the scenario) unless it exits 0.
+fn measure(tenant: &TestEnv, scenario: &str, args: &[&str]) -> Measured {
+    let before = tenant.fake.requests().len();
+    let started = Instant::now();
+    let wrapper = std::env::var("BENCH_WRAPPER").unwrap_or_default();
+    let wrapper: Vec<&str> = wrapper.split_whitespace().collect();
+    let mut args = args.to_vec();
+    args.push("-v");
+    let out = tenant
+        .deployed_command(&wrapper, &args)
+        .output()
+        .expect("the binary runs");
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{scenario}: {args:?} failed:\n{stderr}"
+    );
+    let requests = tenant.fake.requests();
+    let new = &requests[before..];
+    Measured {
+        wall,
+        token_requests: new.iter().filter(|r| r.path == "/auth/v2/token").count(),
+        list_requests: new.iter().filter(|r| r.path != "/auth/v2/token").count(),
+        events: summary_events(&stderr),
+        peak_memory_kib: resource(&stderr, "peak memory ", " KiB").map(|v| v as u64),
+        cpu_seconds: resource(&stderr, "CPU ", "s user")
+            .zip(resource(&stderr, "user + ", "s system"))
+            .map(|(user, system)| user + system),
     }
 }
 
@@ -220,14 +165,6 @@ fn resource(stderr: &str, before: &str, after: &str) -> Option<f64> {
     let start = line.find(before)? + before.len();
     let rest = &line[start..];
     rest[..rest.find(after)?].trim().parse().ok()
-}
-
-fn threat_time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S").to_string()
-}
-
-fn detection_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// `count` events, half threats and half detections, spread evenly over the
@@ -251,7 +188,7 @@ pub fn seed(fake: &FakeApi, first: u64, count: u64, newest: DateTime<Utc>, span:
 
 /// Idle poll: the median run after a first poll, with nothing new.
 pub fn idle_poll(bin: &Path, sizes: &Sizes) -> Measured {
-    let tenant = Tenant::new(bin, "idle");
+    let tenant = TestEnv::new(bin);
     seed(
         &tenant.fake,
         0,
@@ -259,9 +196,9 @@ pub fn idle_poll(bin: &Path, sizes: &Sizes) -> Measured {
         Utc::now() - TimeDelta::hours(2),
         TimeDelta::hours(1),
     );
-    tenant.run(&["poll"]);
+    measure(&tenant, "idle", &["poll"]);
     let mut runs: Vec<Measured> = (0..sizes.idle_runs)
-        .map(|_| tenant.run(&["poll"]))
+        .map(|_| measure(&tenant, "idle", &["poll"]))
         .collect();
     runs.sort_by_key(|m| m.wall);
     runs.swap_remove(runs.len() / 2)
@@ -270,7 +207,7 @@ pub fn idle_poll(bin: &Path, sizes: &Sizes) -> Measured {
 /// Request economy: a tenant with many threats, 5 of them new, and a server
 /// that ignores the time filter. Returns the poll after the new ones came.
 pub fn request_economy(bin: &Path, sizes: &Sizes) -> Measured {
-    let tenant = Tenant::new(bin, "economy");
+    let tenant = TestEnv::new(bin);
     tenant.fake.set_honour_time_filters(false);
     let old = Utc::now() - TimeDelta::days(2);
     tenant.fake.add_threats(
@@ -278,7 +215,11 @@ pub fn request_economy(bin: &Path, sizes: &Sizes) -> Measured {
             .map(|i| threat(i, &threat_time(old - TimeDelta::seconds(i as i64))))
             .collect(),
     );
-    tenant.run(&["poll", "--sources", "threats", "--initial-lookback", "1h"]);
+    measure(
+        &tenant,
+        "economy",
+        &["poll", "--sources", "threats", "--initial-lookback", "1h"],
+    );
     let now = Utc::now();
     tenant.fake.add_threats(
         (0..5)
@@ -290,13 +231,13 @@ pub fn request_economy(bin: &Path, sizes: &Sizes) -> Measured {
             })
             .collect(),
     );
-    tenant.run(&["poll", "--sources", "threats"])
+    measure(&tenant, "economy", &["poll", "--sources", "threats"])
 }
 
 /// A tenant with `events` over the last 20 hours and `latency` per answer:
 /// the data of both backfill scenarios.
-fn backfill_tenant(bin: &Path, name: &str, events: u64, latency: Duration) -> Tenant {
-    let tenant = Tenant::new(bin, name);
+fn backfill_tenant(bin: &Path, events: u64, latency: Duration) -> TestEnv {
+    let tenant = TestEnv::new(bin);
     let newest = Utc::now() - TimeDelta::minutes(5);
     seed(&tenant.fake, 0, events, newest, TimeDelta::hours(20));
     tenant.fake.set_delay(latency);
@@ -311,17 +252,17 @@ pub fn backfill(
     latency: Duration,
     extra: &[&str],
 ) -> Measured {
-    let tenant = backfill_tenant(bin, name, events, latency);
+    let tenant = backfill_tenant(bin, events, latency);
     let mut args = vec!["backfill", "--since", "1d"];
     args.extend_from_slice(extra);
-    tenant.run(&args)
+    measure(&tenant, name, &args)
 }
 
 /// The simplest sequential implementation, for comparison: one request at a
 /// time, every item parsed into a `serde_json::Value`, the two keys inserted,
 /// the object serialized again, a HashSet for dedupe, one fsync at the end.
 pub fn naive_backfill(bin: &Path, name: &str, events: u64, latency: Duration) -> Measured {
-    let tenant = backfill_tenant(bin, name, events, latency);
+    let tenant = backfill_tenant(bin, events, latency);
     let started = Instant::now();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
@@ -374,7 +315,7 @@ pub fn naive_backfill(bin: &Path, name: &str, events: u64, latency: Duration) ->
             }
             let body: serde_json::Value = request
                 .call()
-                .unwrap()
+                .unwrap_or_else(|e| panic!("{name}: page {page} of {path}: {e}"))
                 .body_mut()
                 .with_config()
                 .limit(64 << 20)
