@@ -39,13 +39,14 @@ pub fn show(
     let checkpoint = Checkpoint::load(&path)?;
     let stale = max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age));
     let now = Utc::now();
-    let future: Vec<String> = checkpoint.as_ref().map_or(Vec::new(), |c| {
-        c.future_cursors(now)
-            .into_iter()
-            .map(|(name, cursor)| format!("{name}: cursor {} is in the future", display(cursor)))
-            .collect()
-    });
+    let future = checkpoint
+        .as_ref()
+        .map_or(Vec::new(), |c| c.future_cursors(now));
     let text = if json {
+        let future: Vec<String> = future
+            .iter()
+            .map(|(name, cursor)| format!("{name}: cursor {} is in the future", display(*cursor)))
+            .collect();
         // JSON escapes control characters itself.
         let doc = serde_json::json!({
             "checkpoint_path": path,
@@ -73,9 +74,13 @@ pub fn show(
             ),
             Some(checkpoint) => for_people(checkpoint, &path, settings, now),
         };
-        for warning in &future {
-            text +=
-                &format!("warning: {warning}: check the clock; polls fetch nothing until then\n");
+        for (name, end) in &future {
+            text += &format!(
+                "warning: {}: what is written reaches {}, in the future: check the clock; polls \
+                 fetch nothing until then\n",
+                shown(name),
+                display(*end)
+            );
         }
         text
     };

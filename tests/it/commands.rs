@@ -381,7 +381,7 @@ fn status_speaks_of_last_success_events_and_the_next_poll() {
         "detections: nothing written yet; the first poll asks for the last 1d \
          (--initial-lookback)"
     );
-    for internal in ["cursor", "keys kept", "at byte"] {
+    for internal in ["cursor", "keys kept", "at byte", "seen"] {
         assert!(!out.stdout.contains(internal), "{internal}: {}", out.stdout);
     }
     // A source written before but not fetched now is named as such.
