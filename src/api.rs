@@ -461,17 +461,15 @@ impl ApiClient {
         what: &str,
         why: &str,
     ) -> Result<Duration> {
+        let next_run = if self.retry.again_next_run {
+            "; will try again next run"
+        } else {
+            ""
+        };
         let give_up = |detail: String| {
             fail(
                 ExitKind::Temporary,
-                format!(
-                    "{what}: {why}; {detail}{}",
-                    if self.retry.again_next_run {
-                        "; will try again next run"
-                    } else {
-                        ""
-                    }
-                ),
+                format!("{what}: {why}; {detail}{next_run}"),
             )
         };
         let wait = match attempt {
