@@ -106,11 +106,6 @@ impl Page {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
-
-    /// Bytes of the whole answer, to size buffers.
-    pub fn body_len(&self) -> usize {
-        self.body.len()
-    }
 }
 
 #[derive(Clone)]
@@ -298,6 +293,11 @@ impl ApiClient {
         })
     }
 
+    /// Gets an access token now, so that `check` can report it as a step.
+    pub fn authenticate(&self) -> Result<()> {
+        self.bearer().map(drop)
+    }
+
     /// Gives a page's buffer back for the next answer to be read into.
     pub fn recycle(&self, page: Page) {
         let mut buffer = page.body.into_bytes();
@@ -463,10 +463,15 @@ impl ApiClient {
         what: &str,
         why: &str,
     ) -> Result<Duration> {
+        let next_run = if self.retry.again_next_run {
+            "; will try again next run"
+        } else {
+            ""
+        };
         let give_up = |detail: String| {
             fail(
                 ExitKind::Temporary,
-                format!("{what}: {why}; {detail}; will try again next run"),
+                format!("{what}: {why}; {detail}{next_run}"),
             )
         };
         let wait = match attempt {

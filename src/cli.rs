@@ -40,7 +40,8 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Check configuration, credentials and each source; write nothing.
     Check,
-    /// Show the checkpoint: cursor per source, last run, events written.
+    /// Show per source the events written, the last success and what the next poll will ask
+    /// for, and how the last run ended.
     Status(StatusArgs),
 }
 
@@ -165,7 +166,9 @@ pub struct GlobalOptions {
     #[arg(long, global = true, value_name = "PATH")]
     pub metrics_file: Option<String>,
 
-    /// More detail on stderr: -v shows each request, -vv adds response sizes.
+    /// More detail on stderr: -v shows each setting and where it came from (flag, variable or
+    /// default; never the secret, only where it was read from) and each request, -vv adds
+    /// response sizes.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }

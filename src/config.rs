@@ -1,21 +1,30 @@
 //! From raw options to ready-to-use settings: flag > environment > default.
 //!
-//! Nothing downstream reads flags, the environment or defaults again. Each
-//! value remembers where it came from, and every error names the flag or the
-//! variable that held the bad value, so that an operator debugging a timer unit
-//! sees at once which line of which file to fix. All errors here exit 78.
+//! [`Settings::resolve`] resolves every setting of the command being run, once:
+//! nothing downstream reads flags, the environment or defaults again. Each
+//! value remembers where it came from: paths keep their [`Origin`] inside the
+//! value ([`Resolved`]), and `-v` prints one line per setting with its origin
+//! (the secret's value never: only where it was read from). Every error names
+//! the flag or the variable that held the bad value, so that an operator
+//! debugging a timer unit sees at once which line of which file to fix. All
+//! errors here exit 78, except a bad backfill `--since`/`--until` or status
+//! `--max-age`, which are usage errors (2) like clap's own.
 //!
 //! Every duration and count has a bound (the `MAX_*` constants below): a value
 //! past it is a typo or an attack, and refused here, so that no later time
 //! arithmetic (`now - lookback`) can overflow.
 
-use crate::cli::GlobalOptions;
+use crate::cli::{Cli, Command, GlobalOptions};
 use crate::error::{ExitKind, fail};
+use crate::retry::RetryPolicy;
 use crate::sources::SourceKind;
-use crate::timefmt::{display_duration, parse_duration};
+use crate::timefmt::{display, display_duration, parse_duration, parse_user_time};
 use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,12 +42,18 @@ pub const MAX_RUNTIME: Duration = Duration::from_secs(7 * 86_400);
 pub const MAX_CONCURRENCY: u32 = 16;
 /// Largest secret file read; a real secret is a few dozen bytes.
 pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+/// Largest `$CYLANCE_LOGS_BACKOFF_BASE`: the longest backoff step.
+pub const MAX_BACKOFF_BASE: Duration = Duration::from_secs(60);
+/// Poll's and check's default `--max-runtime`: a little under the timer's minute.
+pub const POLL_MAX_RUNTIME: Duration = Duration::from_secs(50);
 
 /// Where a resolved value came from, for debug lines and error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Flag(&'static str),
     Env(&'static str),
+    /// Why this default: empty for a fixed one, else the convention that
+    /// gave it (`$STATE_DIRECTORY`, running as root...).
     Default(&'static str),
 }
 
@@ -47,19 +62,47 @@ impl fmt::Display for Origin {
         match self {
             Origin::Flag(flag) => write!(f, "{flag}"),
             Origin::Env(var) => write!(f, "${var}"),
-            Origin::Default(why) => write!(f, "default ({why})"),
+            Origin::Default("") => write!(f, "default"),
+            Origin::Default(why) => write!(f, "default: {why}"),
         }
+    }
+}
+
+/// A value with where it came from. Derefs to the value, so that code
+/// which only uses the value (a path) does not see the wrapper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Deref for Resolved<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
     }
 }
 
 /// The application secret. Deliberately has no `Display`, and its `Debug`
 /// hides the value, so it cannot end up in a log line by accident.
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// The file it was read from; `None`: `$CYLANCE_APP_SECRET`.
+    file: Option<Resolved<PathBuf>>,
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// Where the secret came from, for `-v`; never the value.
+    fn source(&self) -> String {
+        match &self.file {
+            Some(file) => format!("the file {}, given by {}", file.display(), file.origin),
+            None => "$CYLANCE_APP_SECRET".to_string(),
+        }
     }
 }
 
@@ -76,7 +119,7 @@ pub struct ApiSettings {
     pub secret: Secret,
     /// Base URL without a trailing slash.
     pub base_url: String,
-    pub ca_file: Option<PathBuf>,
+    pub ca_file: Option<Resolved<PathBuf>>,
     pub timeout: Duration,
 }
 
@@ -88,10 +131,10 @@ pub enum OutputTarget {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub state_dir: PathBuf,
-    pub output: OutputTarget,
+    pub state_dir: Resolved<PathBuf>,
+    pub output: Resolved<OutputTarget>,
     /// Prometheus textfile written at the end of each run.
-    pub metrics_file: Option<PathBuf>,
+    pub metrics_file: Option<Resolved<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,24 +168,147 @@ pub fn process_env(name: &str) -> Option<OsString> {
     std::env::var_os(name)
 }
 
-/// Resolves options against the environment.
-pub struct Resolver<'a> {
+/// Everything one command needs, resolved.
+#[derive(Debug)]
+pub enum CommandSettings {
+    Poll {
+        api: ApiSettings,
+        store: StoreSettings,
+        run: RunSettings,
+        retry: RetryPolicy,
+    },
+    Backfill {
+        since: DateTime<Utc>,
+        /// `None`: the start of what is written, else now (see `run`).
+        until: Option<DateTime<Utc>>,
+        api: ApiSettings,
+        store: StoreSettings,
+        run: RunSettings,
+        retry: RetryPolicy,
+    },
+    Check {
+        api: ApiSettings,
+        run: RunSettings,
+        retry: RetryPolicy,
+    },
+    Status {
+        store: StoreSettings,
+        run: RunSettings,
+        json: bool,
+        max_age: Option<Duration>,
+    },
+}
+
+/// The settings of the command being run, and one line per setting saying
+/// what it is and where it came from (for `-v`).
+#[derive(Debug)]
+pub struct Settings {
+    pub command: CommandSettings,
+    shown: Vec<String>,
+}
+
+impl Settings {
+    /// Resolves every setting the command uses, in a fixed order, so that
+    /// of several bad values the same one is always reported.
+    pub fn resolve(cli: &Cli, env: EnvLookup) -> Result<Settings> {
+        let r = Resolver::new(&cli.options, env);
+        let command = match &cli.command {
+            Command::Poll => CommandSettings::Poll {
+                retry: RetryPolicy {
+                    again_next_run: true,
+                    ..r.retry()?
+                },
+                api: r.api()?,
+                store: r.store()?,
+                run: r.run(Some(POLL_MAX_RUNTIME))?,
+            },
+            Command::Backfill(args) => {
+                let retry = r.retry()?;
+                let (since, until) = r.backfill_window(&args.since, args.until.as_deref())?;
+                CommandSettings::Backfill {
+                    since,
+                    until,
+                    retry,
+                    api: r.api()?,
+                    store: r.store()?,
+                    run: r.run(None)?,
+                }
+            }
+            Command::Check => CommandSettings::Check {
+                retry: r.retry()?,
+                api: r.api()?,
+                run: r.run(Some(POLL_MAX_RUNTIME))?,
+            },
+            Command::Status(args) => {
+                let max_age = r.max_age(args.max_age.as_deref())?;
+                CommandSettings::Status {
+                    json: args.json,
+                    max_age,
+                    run: r.run(None)?,
+                    store: r.store()?,
+                }
+            }
+        };
+        Ok(Settings {
+            command,
+            shown: r.shown.into_inner(),
+        })
+    }
+
+    /// `-v`: one debug line per setting with its origin.
+    pub fn log(&self) {
+        for line in &self.shown {
+            crate::debug!("setting {line}");
+        }
+    }
+}
+
+/// Resolves options against the environment, noting each value it settles.
+struct Resolver<'a> {
     options: &'a GlobalOptions,
     env: EnvLookup<'a>,
+    /// `name = value (from origin)`, in resolution order.
+    shown: RefCell<Vec<String>>,
 }
 
 fn config_error(message: String) -> anyhow::Error {
     fail(ExitKind::Config, message)
 }
 
+fn usage_error(message: String) -> anyhow::Error {
+    fail(ExitKind::Usage, message)
+}
+
+/// `$CYLANCE_LOGS_BACKOFF_BASE` also takes milliseconds (`500ms`), which
+/// tests use to keep retries fast; otherwise a duration like any other.
+fn parse_backoff(text: &str) -> Result<Duration, String> {
+    match text.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("'{}' is not a duration", text.trim())),
+        None => parse_duration(text),
+    }
+}
+
 impl<'a> Resolver<'a> {
-    pub fn new(options: &'a GlobalOptions, env: EnvLookup<'a>) -> Self {
-        Resolver { options, env }
+    fn new(options: &'a GlobalOptions, env: EnvLookup<'a>) -> Self {
+        Resolver {
+            options,
+            env,
+            shown: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn note(&self, name: &str, value: impl fmt::Display, origin: impl fmt::Display) {
+        self.shown
+            .borrow_mut()
+            .push(format!("{name} = {value} (from {origin})"));
     }
 
     /// The value of an environment variable; set-but-empty is an error, so a
     /// typo in an env file does not silently fall back to a default.
-    fn env_value(&self, var: &'static str) -> Result<Option<String>> {
+    fn env_value(&self, var: &'static str) -> Result<Option<(String, Origin)>> {
         match (self.env)(var) {
             None => Ok(None),
             Some(value) => {
@@ -152,7 +318,7 @@ impl<'a> Resolver<'a> {
                 if value.trim().is_empty() {
                     return Err(config_error(format!("${var} is set but empty")));
                 }
-                Ok(Some(value))
+                Ok(Some((value, Origin::Env(var))))
             }
         }
     }
@@ -170,7 +336,7 @@ impl<'a> Resolver<'a> {
             }
             return Ok(Some((value.clone(), Origin::Flag(flag))));
         }
-        Ok(self.env_value(var)?.map(|v| (v, Origin::Env(var))))
+        self.env_value(var)
     }
 
     fn required(
@@ -180,14 +346,42 @@ impl<'a> Resolver<'a> {
         var: &'static str,
     ) -> Result<String> {
         match self.lookup(flag_value, flag, var)? {
-            Some((value, _)) => Ok(value.trim().to_string()),
+            Some((value, origin)) => {
+                let value = value.trim().to_string();
+                self.note(flag, &value, origin);
+                Ok(value)
+            }
             None => Err(config_error(format!(
                 "missing {flag} (or ${var}): it is required"
             ))),
         }
     }
 
-    /// A duration of at most `max`.
+    /// A duration of at most `max`, parsed by `parse`.
+    fn bounded(
+        &self,
+        name: &str,
+        found: Option<(String, Origin)>,
+        default: Duration,
+        max: Duration,
+        parse: fn(&str) -> Result<Duration, String>,
+    ) -> Result<Duration> {
+        let Some((text, origin)) = found else {
+            self.note(name, display_duration(default), Origin::Default(""));
+            return Ok(default);
+        };
+        let value = parse(&text).map_err(|why| config_error(format!("{origin}: {why}")))?;
+        if value > max {
+            return Err(config_error(format!(
+                "{origin}: '{}' is more than the largest accepted, {}",
+                text.trim(),
+                display_duration(max)
+            )));
+        }
+        self.note(name, display_duration(value), origin);
+        Ok(value)
+    }
+
     fn duration(
         &self,
         flag_value: &Option<String>,
@@ -196,21 +390,8 @@ impl<'a> Resolver<'a> {
         default: Duration,
         max: Duration,
     ) -> Result<Duration> {
-        match self.lookup(flag_value, flag, var)? {
-            None => Ok(default),
-            Some((text, origin)) => {
-                let value = parse_duration(&text)
-                    .map_err(|why| config_error(format!("{origin}: {why}")))?;
-                if value > max {
-                    return Err(config_error(format!(
-                        "{origin}: '{}' is more than the largest accepted, {}",
-                        text.trim(),
-                        display_duration(max)
-                    )));
-                }
-                Ok(value)
-            }
-        }
+        let found = self.lookup(flag_value, flag, var)?;
+        self.bounded(flag, found, default, max, parse_duration)
     }
 
     fn count(
@@ -221,15 +402,79 @@ impl<'a> Resolver<'a> {
         default: u32,
     ) -> Result<u32> {
         match self.lookup(flag_value, flag, var)? {
-            None => Ok(default),
-            Some((text, origin)) => text
-                .trim()
-                .parse()
-                .map_err(|_| config_error(format!("{origin}: '{text}' is not a whole number"))),
+            None => {
+                self.note(flag, default, Origin::Default(""));
+                Ok(default)
+            }
+            Some((text, origin)) => {
+                let value = text.trim().parse().map_err(|_| {
+                    config_error(format!("{origin}: '{text}' is not a whole number"))
+                })?;
+                self.note(flag, value, origin);
+                Ok(value)
+            }
         }
     }
 
-    pub fn api(&self) -> Result<ApiSettings> {
+    /// The retry policy's first backoff step (default 2s, at most 1m). An
+    /// environment-only knob: tests shorten it, and an operator may lengthen
+    /// it for a fragile proxy.
+    fn retry(&self) -> Result<RetryPolicy> {
+        const VAR: &str = "CYLANCE_LOGS_BACKOFF_BASE";
+        let found = self.env_value(VAR)?;
+        let base = self.bounded(
+            &format!("${VAR}"),
+            found,
+            Duration::from_secs(2),
+            MAX_BACKOFF_BASE,
+            parse_backoff,
+        )?;
+        Ok(RetryPolicy::new(base))
+    }
+
+    /// Backfill's `--since` and `--until`; `until` must be later.
+    fn backfill_window(
+        &self,
+        since: &str,
+        until: Option<&str>,
+    ) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        let now = Utc::now();
+        let parse = |flag: &str, text: &str| {
+            parse_user_time(text, now).map_err(|why| usage_error(format!("{flag}: {why}")))
+        };
+        let since = parse("--since", since)?;
+        let until = until.map(|u| parse("--until", u)).transpose()?;
+        if until.is_some_and(|until| until <= since) {
+            return Err(usage_error("--until must be later than --since".into()));
+        }
+        self.note("--since", display(since), Origin::Flag("--since"));
+        match until {
+            Some(until) => self.note("--until", display(until), Origin::Flag("--until")),
+            None => self.note(
+                "--until",
+                "the start of what is written, else now",
+                Origin::Default(""),
+            ),
+        }
+        Ok((since, until))
+    }
+
+    /// Status's `--max-age`; `None`: no freshness check.
+    fn max_age(&self, text: Option<&str>) -> Result<Option<Duration>> {
+        let Some(text) = text else {
+            self.note("--max-age", "none, no freshness check", Origin::Default(""));
+            return Ok(None);
+        };
+        let age = parse_duration(text).map_err(|why| usage_error(format!("--max-age: {why}")))?;
+        self.note(
+            "--max-age",
+            display_duration(age),
+            Origin::Flag("--max-age"),
+        );
+        Ok(Some(age))
+    }
+
+    fn api(&self) -> Result<ApiSettings> {
         let o = self.options;
         let app_id = self.required(&o.app_id, "--app-id", "CYLANCE_APP_ID")?;
         let tenant_id = self.required(&o.tenant_id, "--tenant-id", "CYLANCE_TENANT_ID")?;
@@ -237,7 +482,14 @@ impl<'a> Resolver<'a> {
         let base_url = self.base_url()?;
         let ca_file = self
             .lookup(&o.ca_file, "--ca-file", "CYLANCE_LOGS_CA_FILE")?
-            .map(|(path, _)| PathBuf::from(path));
+            .map(|(path, origin)| Resolved {
+                value: PathBuf::from(path),
+                origin,
+            });
+        match &ca_file {
+            Some(file) => self.note("--ca-file", file.display(), &file.origin),
+            None => self.note("--ca-file", "none, the bundled roots", Origin::Default("")),
+        }
         let timeout = self.duration(
             &o.timeout,
             "--timeout",
@@ -262,26 +514,27 @@ impl<'a> Resolver<'a> {
 
     /// The secret: --app-secret-file, $CYLANCE_APP_SECRET_FILE,
     /// $CREDENTIALS_DIRECTORY/cylance-app-secret (systemd LoadCredential=), then
-    /// $CYLANCE_APP_SECRET. Never a flag value.
+    /// $CYLANCE_APP_SECRET. Never a flag value, and never shown.
     fn secret(&self) -> Result<Secret> {
         let file = match self.lookup(
             &self.options.app_secret_file,
             "--app-secret-file",
             "CYLANCE_APP_SECRET_FILE",
         )? {
-            Some((path, origin)) => Some((PathBuf::from(path), origin)),
+            Some((path, origin)) => Some(Resolved {
+                value: PathBuf::from(path),
+                origin,
+            }),
             None => (self.env)("CREDENTIALS_DIRECTORY")
                 .map(|dir| PathBuf::from(dir).join("cylance-app-secret"))
                 .filter(|path| path.exists())
-                .map(|path| {
-                    (
-                        path,
-                        Origin::Default("$CREDENTIALS_DIRECTORY/cylance-app-secret"),
-                    )
+                .map(|path| Resolved {
+                    value: path,
+                    origin: Origin::Default("$CREDENTIALS_DIRECTORY/cylance-app-secret"),
                 }),
         };
-        let secret = match file {
-            Some((path, origin)) => read_secret_file(&path, &origin)?,
+        let value = match &file {
+            Some(file) => read_secret_file(file, &file.origin)?,
             None => match (self.env)("CYLANCE_APP_SECRET") {
                 Some(value) => value
                     .into_string()
@@ -296,22 +549,26 @@ impl<'a> Resolver<'a> {
                 }
             },
         };
-        if secret.trim().is_empty() {
+        if value.trim().is_empty() {
             return Err(config_error("the application secret is empty".into()));
         }
-        Ok(Secret(secret))
+        let secret = Secret { value, file };
+        self.note("application secret", "(not shown)", secret.source());
+        Ok(secret)
     }
 
     fn base_url(&self) -> Result<String> {
         let o = self.options;
         if let Some((url, origin)) = self.lookup(&o.api_url, "--api-url", "CYLANCE_API_URL")? {
-            return check_base_url(url.trim(), &origin);
+            let url = check_base_url(url.trim(), &origin)?;
+            self.note("--api-url", &url, origin);
+            return Ok(url);
         }
         let region = match self.lookup(&o.region, "--region", "CYLANCE_REGION")? {
             Some((code, origin)) => (code.trim().to_ascii_lowercase(), origin),
-            None => ("na".to_string(), Origin::Default("na")),
+            None => ("na".to_string(), Origin::Default("")),
         };
-        REGIONS
+        let url = REGIONS
             .iter()
             .find(|(code, _)| *code == region.0)
             .map(|(_, host)| host.to_string())
@@ -323,30 +580,56 @@ impl<'a> Resolver<'a> {
                     region.0,
                     known.join(", ")
                 ))
-            })
+            })?;
+        self.note("--region", format!("{} ({url})", region.0), region.1);
+        Ok(url)
     }
 
-    pub fn store(&self) -> Result<StoreSettings> {
+    fn store(&self) -> Result<StoreSettings> {
         let o = self.options;
         let state_dir = match self.lookup(&o.state_dir, "--state-dir", "CYLANCE_LOGS_STATE_DIR")? {
-            Some((dir, _)) => PathBuf::from(dir),
+            Some((dir, origin)) => Resolved {
+                value: PathBuf::from(dir),
+                origin,
+            },
             None => self.default_dir("STATE_DIRECTORY", "/var/lib/cylance-logs", "--state-dir")?,
         };
+        self.note("--state-dir", state_dir.display(), &state_dir.origin);
         let output = match self.lookup(&o.output, "--output", "CYLANCE_LOGS_OUTPUT")? {
-            Some((path, _)) if path == "-" => OutputTarget::Stdout,
-            Some((path, _)) => OutputTarget::File(PathBuf::from(path)),
+            Some((path, origin)) if path == "-" => Resolved {
+                value: OutputTarget::Stdout,
+                origin,
+            },
+            Some((path, origin)) => Resolved {
+                value: OutputTarget::File(PathBuf::from(path)),
+                origin,
+            },
             None => {
                 let dir = self.default_dir("LOGS_DIRECTORY", "/var/log", "--output")?;
-                OutputTarget::File(dir.join("cylance-protect.log"))
+                Resolved {
+                    value: OutputTarget::File(dir.join("cylance-protect.log")),
+                    origin: dir.origin,
+                }
             }
         };
+        match &output.value {
+            OutputTarget::Stdout => self.note("--output", "standard output", &output.origin),
+            OutputTarget::File(path) => self.note("--output", path.display(), &output.origin),
+        }
         let metrics_file = self
             .lookup(
                 &o.metrics_file,
                 "--metrics-file",
                 "CYLANCE_LOGS_METRICS_FILE",
             )?
-            .map(|(path, _)| PathBuf::from(path));
+            .map(|(path, origin)| Resolved {
+                value: PathBuf::from(path),
+                origin,
+            });
+        match &metrics_file {
+            Some(file) => self.note("--metrics-file", file.display(), &file.origin),
+            None => self.note("--metrics-file", "none", Origin::Default("")),
+        }
         Ok(StoreSettings {
             state_dir,
             output,
@@ -356,17 +639,32 @@ impl<'a> Resolver<'a> {
 
     /// systemd's directory variable (first entry of a colon list), else the
     /// system path for root, else the user's XDG state directory.
-    fn default_dir(&self, systemd_var: &str, root_dir: &str, flag: &str) -> Result<PathBuf> {
+    fn default_dir(
+        &self,
+        systemd_var: &'static str,
+        root_dir: &str,
+        flag: &str,
+    ) -> Result<Resolved<PathBuf>> {
         if let Some(dirs) = (self.env)(systemd_var)
             && let Some(first) = dirs.to_string_lossy().split(':').find(|d| !d.is_empty())
         {
-            return Ok(PathBuf::from(first));
+            return Ok(Resolved {
+                value: PathBuf::from(first),
+                origin: Origin::Env(systemd_var),
+            });
         }
         if running_as_root() {
-            return Ok(PathBuf::from(root_dir));
+            return Ok(Resolved {
+                value: PathBuf::from(root_dir),
+                origin: Origin::Default("running as root"),
+            });
         }
         directories::ProjectDirs::from("", "", "cylance-logs")
             .and_then(|dirs| dirs.state_dir().map(Path::to_path_buf))
+            .map(|dir| Resolved {
+                value: dir,
+                origin: Origin::Default("the user's state directory"),
+            })
             .ok_or_else(|| {
                 config_error(format!(
                     "no default for {flag}: ${systemd_var} is unset and there is no home \
@@ -375,14 +673,18 @@ impl<'a> Resolver<'a> {
             })
     }
 
-    pub fn run(&self, max_runtime_default: Option<Duration>) -> Result<RunSettings> {
+    fn run(&self, max_runtime_default: Option<Duration>) -> Result<RunSettings> {
         let o = self.options;
         let sources = match self.lookup(&o.sources, "--sources", "CYLANCE_LOGS_SOURCES")? {
-            None => SourceKind::ALL.to_vec(),
-            Some((list, origin)) => {
-                parse_sources(&list).map_err(|why| config_error(format!("{origin}: {why}")))?
-            }
+            None => (SourceKind::ALL.to_vec(), Origin::Default("")),
+            Some((list, origin)) => (
+                parse_sources(&list).map_err(|why| config_error(format!("{origin}: {why}")))?,
+                origin,
+            ),
         };
+        let names: Vec<&str> = sources.0.iter().map(|s| s.name()).collect();
+        self.note("--sources", names.join(","), sources.1);
+        let sources = sources.0;
         let initial_lookback = self.duration(
             &o.initial_lookback,
             "--initial-lookback",
@@ -406,14 +708,18 @@ impl<'a> Resolver<'a> {
         )?;
         let max_runtime =
             match self.lookup(&o.max_runtime, "--max-runtime", "CYLANCE_LOGS_MAX_RUNTIME")? {
-                None => max_runtime_default,
-                Some(_) => {
-                    let d = self.duration(
-                        &o.max_runtime,
+                None => {
+                    let shown = max_runtime_default.map_or("no limit".into(), display_duration);
+                    self.note("--max-runtime", shown, Origin::Default(""));
+                    max_runtime_default
+                }
+                found => {
+                    let d = self.bounded(
                         "--max-runtime",
-                        "CYLANCE_LOGS_MAX_RUNTIME",
+                        found,
                         Duration::ZERO,
                         MAX_RUNTIME,
+                        parse_duration,
                     )?;
                     (!d.is_zero()).then_some(d)
                 }

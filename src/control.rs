@@ -6,7 +6,7 @@
 //! state stays consistent. Waits sleep in short steps for the same reason.
 
 use crate::error::{ExitKind, fail};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +22,9 @@ impl RunControl {
     pub fn install(max_runtime: Option<Duration>) -> Result<RunControl> {
         let interrupted = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
+            // Not an I/O failure of ours: unclassified, so 70 with this message.
+            signal_hook::flag::register(signal, Arc::clone(&interrupted))
+                .context("installing the SIGINT/SIGTERM handler")?;
         }
         // A write past RLIMIT_FSIZE raises SIGXFSZ, which kills by default;
         // with a handler the write fails with EFBIG instead (setrlimit(2)),

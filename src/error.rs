@@ -6,7 +6,11 @@
 //! endpoint. [`exit_code_of`] is the one place that turns an error into an exit
 //! code, by walking the chain for the innermost classification, as ripgrep does.
 //!
-//! The codes are sysexits(3), so systemd and monitoring can name them.
+//! The codes are sysexits(3), so systemd and monitoring can name them. A
+//! failure nobody classified is 70 (EX_SOFTWARE), a bug to report: so every
+//! failure to write the output, the checkpoint, the lock or the state
+//! directory is classified as [`ExitKind::Io`] where it happens, never by
+//! guessing from the error's type.
 
 use std::fmt;
 
@@ -21,7 +25,10 @@ pub enum ExitKind {
     Critical,
     /// 65 (EX_DATAERR): the checkpoint is unreadable or invalid.
     Checkpoint,
-    /// 74 (EX_IOERR): the output or the checkpoint cannot be written.
+    /// 70 (EX_SOFTWARE): a failure no code path classified, so a bug.
+    Software,
+    /// 74 (EX_IOERR): the output, the checkpoint, the lock or the state
+    /// directory cannot be written.
     Io,
     /// 75 (EX_TEMPFAIL): try again next time: network, timeout, 429 or 5xx
     /// after retries, lock held, interrupted, out of run time.
@@ -36,10 +43,11 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// Every kind, for documentation (the man page's EXIT STATUS).
-    pub const ALL: [ExitKind; 8] = [
+    pub const ALL: [ExitKind; 9] = [
         ExitKind::Usage,
         ExitKind::Critical,
         ExitKind::Checkpoint,
+        ExitKind::Software,
         ExitKind::Io,
         ExitKind::Temporary,
         ExitKind::Protocol,
@@ -56,8 +64,13 @@ impl ExitKind {
                  given age, or there is none"
             }
             ExitKind::Checkpoint => "the checkpoint is unreadable or invalid; it is left as it was",
+            ExitKind::Software => {
+                "unexpected failure, a bug in cylance-logs: the message says what failed; \
+                 please report it"
+            }
             ExitKind::Io => {
-                "the output or the checkpoint cannot be written; the checkpoint did not advance"
+                "the output, the checkpoint, the lock or the state directory cannot be written; \
+                 the checkpoint did not advance"
             }
             ExitKind::Temporary => {
                 "temporary: network, timeout, 429 or 5xx after retries, lock held, \
@@ -77,6 +90,7 @@ impl ExitKind {
         match self {
             ExitKind::Usage | ExitKind::Critical => 2,
             ExitKind::Checkpoint => 65,
+            ExitKind::Software => 70,
             ExitKind::Io => 74,
             ExitKind::Temporary => 75,
             ExitKind::Protocol => 76,
@@ -88,8 +102,8 @@ impl ExitKind {
 
 /// An error that carries its classification. Create with [`fail`].
 #[derive(Debug)]
-pub struct Failure {
-    pub kind: ExitKind,
+pub(crate) struct Failure {
+    kind: ExitKind,
     message: String,
 }
 
@@ -102,7 +116,7 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// A classified error with a message, ready for `return Err(...)` or `bail!`-like use.
-pub fn fail(kind: ExitKind, message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn fail(kind: ExitKind, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Failure {
         kind,
         message: message.into(),
@@ -110,8 +124,9 @@ pub fn fail(kind: ExitKind, message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Extension to classify an error that came from elsewhere (std, serde) while
-/// adding the context that names what was being done.
-pub trait Classify<T> {
+/// adding the context that names what was being done: the message is
+/// `{context}: {err}`.
+pub(crate) trait Classify<T> {
     fn classify(self, kind: ExitKind, context: impl fmt::Display) -> anyhow::Result<T>;
 }
 
@@ -128,25 +143,17 @@ where
 }
 
 /// The exit code for an error: the first classification found in its chain
-/// (outermost first, so a caller may re-classify), else 74 for a bare I/O
-/// error, else 70 (EX_SOFTWARE), which means a bug in this program.
-pub fn exit_code_of(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if let Some(failure) = cause.downcast_ref::<Failure>() {
-            return failure.kind.code();
-        }
-    }
-    if err
-        .chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some())
-    {
-        return ExitKind::Io.code();
-    }
-    70
+/// (outermost first, so a caller may re-classify), else 70: nothing is
+/// guessed from the error's type, as a bare I/O error may come from anywhere.
+pub(crate) fn exit_code_of(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map_or(ExitKind::Software, |failure| failure.kind)
+        .code()
 }
 
 /// Whether the error is classified as `kind`.
-pub fn is_kind(err: &anyhow::Error, kind: ExitKind) -> bool {
+pub(crate) fn is_kind(err: &anyhow::Error, kind: ExitKind) -> bool {
     exit_code_of(err) == kind.code()
 }
 
@@ -165,9 +172,25 @@ mod tests {
     }
 
     #[test]
-    fn unclassified_io_error_is_74_and_anything_else_is_70() {
+    fn unclassified_errors_are_70_even_bare_io_errors() {
         let io = anyhow::Error::new(std::io::Error::other("disk"));
-        assert_eq!(exit_code_of(&io), 74);
+        assert_eq!(exit_code_of(&io), 70);
+        let with_context = Err::<(), _>(std::io::Error::other("denied"))
+            .context("writing somewhere")
+            .unwrap_err();
+        assert_eq!(exit_code_of(&with_context), 70);
         assert_eq!(exit_code_of(&anyhow::anyhow!("bug")), 70);
+    }
+
+    #[test]
+    fn classify_names_what_was_done_and_keeps_the_kind() {
+        let err = Err::<(), _>(std::io::Error::other("No space left on device"))
+            .classify(ExitKind::Io, "writing /x/out.prom")
+            .unwrap_err();
+        assert_eq!(exit_code_of(&err), 74);
+        assert_eq!(
+            format!("{err:#}"),
+            "writing /x/out.prom: No space left on device"
+        );
     }
 }

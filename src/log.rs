@@ -74,23 +74,23 @@ pub fn write(level: Level, message: std::fmt::Arguments<'_>) {
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
 }
 
-#[macro_export]
+// Crate-private macros, used as `crate::warn!(...)` through the re-export
+// at the crate root (lib.rs); `$crate::log` keeps them working in any module.
 macro_rules! error {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($arg)*)) };
 }
-#[macro_export]
-macro_rules! warn {
+macro_rules! warning {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warning, format_args!($($arg)*)) };
 }
-#[macro_export]
 macro_rules! info {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) };
 }
-#[macro_export]
 macro_rules! debug {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($arg)*)) };
 }
-#[macro_export]
 macro_rules! trace {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Trace, format_args!($($arg)*)) };
 }
+// `warn` is also a built-in attribute, which a plain `use warn` cannot
+// tell apart; hence the other name and the alias.
+pub(crate) use {debug, error, info, trace, warning as warn};

@@ -7,8 +7,9 @@
 //! not get the lock writes nothing: the run holding it will.
 
 use crate::checkpoint::Checkpoint;
+use crate::error::{Classify, ExitKind};
 use crate::sources::SourceKind;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -83,7 +84,10 @@ pub fn write(
     let temp = path.with_extension("prom.tmp");
     std::fs::write(&temp, text)
         .and_then(|()| std::fs::rename(&temp, path))
-        .with_context(|| format!("writing the metrics file {}", path.display()))
+        .classify(
+            ExitKind::Io,
+            format_args!("writing the metrics file {}", path.display()),
+        )
 }
 
 fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures) -> String {

@@ -21,6 +21,9 @@ pub struct RetryPolicy {
     /// Total time one request may spend waiting across all its retries,
     /// 429s included; past it the run gives up with exit 75.
     pub max_total_wait: Duration,
+    /// The command runs again on a timer (poll), so a give-up message says
+    /// it will be tried again next run; `check` and `backfill` are run by hand.
+    pub again_next_run: bool,
 }
 
 impl RetryPolicy {
@@ -31,6 +34,7 @@ impl RetryPolicy {
             base_delay,
             max_delay: Duration::from_secs(60),
             max_total_wait: Duration::from_secs(120),
+            again_next_run: false,
         }
     }
 

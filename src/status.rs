@@ -4,19 +4,25 @@
 //! Reads without taking the run lock: the checkpoint is replaced by rename, so
 //! a reader always sees a whole version.
 //!
+//! The human form speaks of what an operator can check: per source, the
+//! events written and the time range they cover, the last success (when and
+//! how long ago), and what the next poll will ask the API for (the end of
+//! what is written less `--overlap`, up to now). Internal details (dedupe
+//! keys, the output offset) are only in `--json`, whose shape is stable.
+//!
 //! With `--max-age` the verdict (`OK: ...` or `CRITICAL: ...`) is the first
 //! line, as Nagios shows only that one; the details follow. Every string read
 //! from the checkpoint is shown through `untrusted::shown`: an older release
 //! stored server messages raw.
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::StoreSettings;
-use crate::error::{ExitKind, fail};
+use crate::config::{RunSettings, StoreSettings};
+use crate::error::{Classify, ExitKind};
 use crate::sources::SourceKind;
-use crate::timefmt::{display, display_duration};
+use crate::timefmt::{display, display_duration, to_delta};
 use crate::untrusted::{shown, shown_up_to};
 use anyhow::Result;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::io::Write;
 use std::time::Duration;
 
@@ -26,20 +32,22 @@ pub fn show(
     store: &StoreSettings,
     json: bool,
     max_age: Option<Duration>,
-    sources: &[SourceKind],
+    settings: &RunSettings,
 ) -> Result<bool> {
+    let sources = &settings.sources;
     let path = checkpoint::path_in(&store.state_dir);
     let rejected_path = crate::run::rejected_path(&store.state_dir);
     let checkpoint = Checkpoint::load(&path)?;
     let stale = max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age));
     let now = Utc::now();
-    let future: Vec<String> = checkpoint.as_ref().map_or(Vec::new(), |c| {
-        c.future_cursors(now)
-            .into_iter()
-            .map(|(name, cursor)| format!("{name}: cursor {} is in the future", display(cursor)))
-            .collect()
-    });
+    let future = checkpoint
+        .as_ref()
+        .map_or(Vec::new(), |c| c.future_cursors(now));
     let text = if json {
+        let future: Vec<String> = future
+            .iter()
+            .map(|(name, cursor)| format!("{name}: cursor {} is in the future", display(*cursor)))
+            .collect();
         // JSON escapes control characters itself.
         let doc = serde_json::json!({
             "checkpoint_path": path,
@@ -66,17 +74,21 @@ pub fn show(
                 "no checkpoint yet in {} (no run has committed there)\n",
                 store.state_dir.display()
             ),
-            Some(checkpoint) => for_people(checkpoint, &path, &rejected_path),
+            Some(checkpoint) => for_people(checkpoint, &path, &rejected_path, settings, now),
         };
-        for warning in &future {
-            text +=
-                &format!("warning: {warning}: check the clock; polls fetch nothing until then\n");
+        for (name, end) in &future {
+            text += &format!(
+                "warning: {}: what is written reaches {}, in the future: check the clock; polls \
+                 fetch nothing until then\n",
+                shown(name),
+                display(*end)
+            );
         }
         text
     };
     std::io::stdout()
         .write_all(text.as_bytes())
-        .map_err(|e| fail(ExitKind::Io, format!("writing to standard output: {e}")))?;
+        .classify(ExitKind::Io, "writing to standard output")?;
     Ok(stale.is_none_or(|s| s.is_empty()))
 }
 
@@ -116,6 +128,8 @@ fn for_people(
     checkpoint: &Checkpoint,
     path: &std::path::Path,
     rejected_path: &std::path::Path,
+    settings: &RunSettings,
+    now: DateTime<Utc>,
 ) -> String {
     let mut out = format!(
         "checkpoint {} (tenant {})\n",
@@ -134,15 +148,52 @@ fn for_people(
                 .map_or(String::new(), |e| format!(": {}", shown_up_to(e, 2000)))
         );
     }
-    for (name, state) in &checkpoint.sources {
+    let ago = |at: DateTime<Utc>| {
+        let age = (now - at).to_std().unwrap_or(Duration::ZERO);
+        format!("{} ({} ago)", display(at), whole_seconds(age))
+    };
+    // The configured sources first, in their order, then any other the
+    // checkpoint knows (fetched before, not now).
+    let others = checkpoint
+        .sources
+        .keys()
+        .filter(|name| !settings.sources.iter().any(|kind| kind.name() == *name));
+    let names = settings
+        .sources
+        .iter()
+        .map(|kind| kind.name())
+        .chain(others.map(String::as_str));
+    for name in names {
+        let polled = settings.sources.iter().any(|kind| kind.name() == name);
+        let Some(state) = checkpoint.sources.get(name) else {
+            out += &format!(
+                "{name}: nothing written yet; the first poll asks for the last {} \
+                 (--initial-lookback)\n",
+                display_duration(settings.initial_lookback)
+            );
+            continue;
+        };
         out += &format!(
-            "{name}: written from {} to {} (cursor), {} events written, last success {}, {} keys kept\n",
+            "{}: written from {} to {}, {} events written\n",
+            shown(name),
             display(state.covered_since),
             display(state.cursor),
-            state.events_written,
-            state.last_success.map_or("never".to_string(), display),
-            state.seen.len()
+            state.events_written
         );
+        out += &format!(
+            "  last success: {}\n",
+            state.last_success.map_or("never".to_string(), ago)
+        );
+        out += &if polled {
+            format!(
+                "  next poll asks for: {} to now ({} before the end of what is written, for \
+                 late arrivals)\n",
+                display(state.cursor - to_delta(settings.overlap)),
+                display_duration(settings.overlap)
+            )
+        } else {
+            "  next poll: not fetched (not in --sources)\n".to_string()
+        };
     }
     let rejected: u64 = checkpoint.sources.values().map(|s| s.rejected_total).sum();
     if rejected > 0 {
@@ -160,10 +211,19 @@ fn for_people(
     }
     if let Some(mark) = &checkpoint.output {
         out += &format!(
-            "output: {} at byte {}\n",
+            "output: {} ({} bytes at the last commit)\n",
             shown(&mark.path.to_string_lossy()),
             mark.size
         );
     }
     out
+}
+
+/// An age for people, in whole seconds (`display_duration` would show
+/// milliseconds below a second).
+fn whole_seconds(d: Duration) -> String {
+    match d.as_secs() {
+        0 => "0s".to_string(),
+        secs => display_duration(Duration::from_secs(secs)),
+    }
 }

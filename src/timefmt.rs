@@ -183,6 +183,9 @@ pub fn display(t: DateTime<Utc>) -> String {
 /// A duration for people: `10m`, `1h30m`, `45s`.
 pub fn display_duration(d: Duration) -> String {
     let secs = d.as_secs();
+    if d.is_zero() {
+        return "0s".to_string();
+    }
     if secs == 0 {
         return format!("{}ms", d.as_millis());
     }

@@ -234,3 +234,163 @@ fn backfill_redraws_its_progress_in_place_on_a_terminal() {
     );
     assert_eq!(env.lines().len(), 450);
 }
+
+/// stdout's lines, to find one by its start.
+fn line_starting<'a>(stdout: &'a str, start: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|line| line.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in\n{stdout}"))
+}
+
+#[test]
+fn check_says_per_step_what_worked() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 3, 5));
+    let out = env.run(&["check"]).expect(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "configuration: ok, API {} (tenant {}",
+            env.fake.url(),
+            env.creds.tenant_id
+        )) && lines[0].ends_with("sources threats, detections"),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[1].starts_with("token: ok"), "{}", out.stdout);
+    assert!(lines[2].starts_with("threats: ok, 3 items in all"));
+    assert!(lines[3].starts_with("detections: ok, 0 items in all"));
+    assert_eq!(lines[4], "check passed");
+}
+
+#[test]
+fn check_reports_every_source_that_fails_not_only_the_first() {
+    let env = TestEnv::new();
+    env.fake.deny_privilege("threat:list");
+    env.fake.deny_privilege("opticsdetect:list");
+    let out = env.run(&["check"]).expect(77);
+    assert!(
+        line_starting(&out.stdout, "threats: FAILED: ").contains("needs the threat:list privilege")
+    );
+    assert!(
+        line_starting(&out.stdout, "detections: FAILED: ")
+            .contains("needs the opticsdetect:list privilege"),
+        "{}",
+        out.stdout
+    );
+    line_starting(&out.stdout, "token: ok");
+    assert_eq!(
+        line_starting(&out.stdout, "check failed"),
+        "check failed: 2 of 2 sources failed (see above); nothing was written"
+    );
+    // The error line is the first failure's, as a poll would give it.
+    assert!(out.error_line().contains("needs the threat:list privilege"));
+    assert_eq!(
+        env.fake.count("/detections/v2"),
+        1,
+        "the second source is tried"
+    );
+}
+
+#[test]
+fn check_with_rejected_credentials_tries_no_source() {
+    let env = TestEnv::new();
+    std::fs::write(env.secret_file(), "not-the-secret").unwrap();
+    let out = env.run(&["check"]).expect(77);
+    line_starting(&out.stdout, "configuration: ok");
+    line_starting(
+        &out.stdout,
+        "token: FAILED: POST /auth/v2/token: credentials rejected",
+    );
+    line_starting(&out.stdout, "threats: not tried, no access token");
+    line_starting(&out.stdout, "detections: not tried, no access token");
+    assert_eq!(env.fake.count("/threats/v2"), 0);
+}
+
+#[test]
+fn check_with_a_bad_setting_says_the_configuration_failed() {
+    let env = TestEnv::new();
+    let out = env.run(&["check", "--overlap", "ten minutes"]).expect(78);
+    let line = line_starting(&out.stdout, "configuration: FAILED: ");
+    assert!(
+        line.contains("--overlap: 'ten minutes' is not a duration"),
+        "{line}"
+    );
+    assert!(out.error_line().contains("--overlap: 'ten minutes'"));
+    // Other commands keep standard output for their own data.
+    let out = env.run(&["status", "--overlap", "ten minutes"]).expect(78);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn only_the_timer_run_says_it_will_try_again_next_run() {
+    let env = TestEnv::new();
+    let give_up = |command: &str| {
+        for _ in 0..5 {
+            env.fake.push_fault("/threats/v2", Fault::Html(503));
+        }
+        let out = env.run(&[command, "--sources", "threats"]).expect(75);
+        out.error_line().to_string()
+    };
+    let poll = give_up("poll");
+    assert!(
+        poll.contains("gave up after 5 attempts; will try again next run"),
+        "{poll}"
+    );
+    let check = give_up("check");
+    assert!(check.contains("gave up after 5 attempts"), "{check}");
+    assert!(!check.contains("next run"), "{check}");
+}
+
+#[test]
+fn status_speaks_of_last_success_events_and_the_next_poll() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 4, 5));
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let out = env.run(&["status", "--overlap", "5m"]).expect(0);
+    let threats_line = line_starting(&out.stdout, "threats: written from");
+    assert!(
+        threats_line.ends_with(", 4 events written"),
+        "{}",
+        out.stdout
+    );
+    let last = line_starting(&out.stdout, "  last success: ");
+    assert!(
+        last.ends_with("s ago)") && !last.contains("never"),
+        "{}",
+        out.stdout
+    );
+    // The next poll asks from the end of what is written less the overlap.
+    let cursor: chrono::DateTime<chrono::Utc> = env.checkpoint()["sources"]["threats"]["cursor"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let from =
+        (cursor - chrono::TimeDelta::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        line_starting(&out.stdout, "  next poll asks for: ")
+            .starts_with(&format!("  next poll asks for: {from} to now (5m before")),
+        "{}",
+        out.stdout
+    );
+    // A configured source with nothing written yet says what its first poll asks.
+    assert_eq!(
+        line_starting(&out.stdout, "detections: "),
+        "detections: nothing written yet; the first poll asks for the last 1d \
+         (--initial-lookback)"
+    );
+    for internal in ["cursor", "keys kept", "at byte", "seen"] {
+        assert!(!out.stdout.contains(internal), "{internal}: {}", out.stdout);
+    }
+    // A source written before but not fetched now is named as such.
+    let out = env.run(&["status", "--sources", "detections"]).expect(0);
+    line_starting(&out.stdout, "  next poll: not fetched (not in --sources)");
+    // --json keeps every internal detail.
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["status", "--json"]).expect(0).stdout).unwrap();
+    assert!(json["checkpoint"]["sources"]["threats"]["cursor"].is_string());
+    assert!(json["checkpoint"]["sources"]["threats"]["seen"].is_array());
+    assert!(json["checkpoint"]["output"]["size"].is_number());
+}

@@ -216,3 +216,149 @@ fn https_proxy_is_used_and_no_proxy_bypasses_it() {
         "NO_PROXY was not honoured"
     );
 }
+
+/// The `-v` lines that describe settings: `setting NAME = VALUE (from ORIGIN)`.
+fn setting_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("cylance-logs: debug: setting "))
+        .collect()
+}
+
+#[test]
+fn verbose_shows_each_setting_with_where_it_came_from() {
+    let env = TestEnv::new();
+    let out = env
+        .finish(
+            env.command(&["poll", "-v", "--overlap", "5m"])
+                .env("CYLANCE_LOGS_TIMEOUT", "20s")
+                .spawn()
+                .unwrap(),
+        )
+        .expect(0);
+    let lines = setting_lines(&out.stderr);
+    let secret_file = env.secret_file().display().to_string();
+    for want in [
+        "--overlap = 5m (from --overlap)".to_string(),
+        "--timeout = 20s (from $CYLANCE_LOGS_TIMEOUT)".to_string(),
+        "--initial-lookback = 1d (from default)".to_string(),
+        "--max-runtime = 50s (from default)".to_string(),
+        "$CYLANCE_LOGS_BACKOFF_BASE = 10ms (from $CYLANCE_LOGS_BACKOFF_BASE)".to_string(),
+        format!("--tenant-id = {} (from --tenant-id)", env.creds.tenant_id),
+        format!("--api-url = {} (from --api-url)", env.fake.url()),
+        format!(
+            "--state-dir = {} (from --state-dir)",
+            env.state_dir().display()
+        ),
+        format!("--output = {} (from --output)", env.output().display()),
+        "--metrics-file = none (from default)".to_string(),
+        "--ca-file = none, the bundled roots (from default)".to_string(),
+        "--sources = threats,detections (from default)".to_string(),
+        format!(
+            "application secret = (not shown) (from the file {secret_file}, given by \
+             --app-secret-file)"
+        ),
+    ] {
+        assert!(
+            lines.contains(&want.as_str()),
+            "no {want:?} in\n{}",
+            out.stderr
+        );
+    }
+    // Without -v, none of it.
+    let quiet = env.run(&["poll"]).expect(0);
+    assert!(setting_lines(&quiet.stderr).is_empty(), "{}", quiet.stderr);
+}
+
+#[test]
+fn verbose_names_systemd_directories_and_a_secret_variable_never_its_value() {
+    let env = TestEnv::new();
+    let state = env.dir.join("systemd-state");
+    let logs = env.dir.join("systemd-logs");
+    // systemd creates both before starting the service.
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.env_clear()
+        .env("HOME", &env.dir)
+        .env("STATE_DIRECTORY", &state)
+        .env("LOGS_DIRECTORY", &logs)
+        .env("CYLANCE_API_URL", env.fake.url())
+        .env("CYLANCE_APP_ID", &env.creds.app_id)
+        .env("CYLANCE_TENANT_ID", &env.creds.tenant_id)
+        .env("CYLANCE_APP_SECRET", &env.creds.app_secret)
+        .env("CYLANCE_LOGS_MAX_RPS", "0")
+        .args(["poll", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // `finish` fails the test if the secret appears anywhere.
+    let out = env.finish(cmd.spawn().unwrap()).expect(0);
+    let lines = setting_lines(&out.stderr);
+    for want in [
+        format!("--state-dir = {} (from $STATE_DIRECTORY)", state.display()),
+        format!(
+            "--output = {}/cylance-protect.log (from $LOGS_DIRECTORY)",
+            logs.display()
+        ),
+        "application secret = (not shown) (from $CYLANCE_APP_SECRET)".to_string(),
+        format!("--app-id = {} (from $CYLANCE_APP_ID)", env.creds.app_id),
+    ] {
+        assert!(
+            lines.contains(&want.as_str()),
+            "no {want:?} in\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn command_settings_are_shown_and_checked_like_the_others() {
+    let env = TestEnv::new();
+    let out = env.run(&["status", "-v", "--max-age", "15m"]).expect(2);
+    let lines = setting_lines(&out.stderr);
+    assert!(
+        lines.contains(&"--max-age = 15m (from --max-age)")
+            && lines.contains(&"--overlap = 10m (from default)"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .run(&[
+            "backfill",
+            "-v",
+            "--since",
+            "2024-05-01",
+            "--sources",
+            "threats",
+        ])
+        .expect(0);
+    assert!(
+        setting_lines(&out.stderr).contains(&"--since = 2024-05-01T00:00:00Z (from --since)"),
+        "{}",
+        out.stderr
+    );
+    // The backoff knob takes the common durations, and milliseconds.
+    let env = TestEnv::new();
+    for (value, why) in [
+        (
+            "fast",
+            "$CYLANCE_LOGS_BACKOFF_BASE: 'fast' is not a duration",
+        ),
+        ("", "$CYLANCE_LOGS_BACKOFF_BASE is set but empty"),
+        (
+            "90s",
+            "$CYLANCE_LOGS_BACKOFF_BASE: '90s' is more than the largest accepted, 1m",
+        ),
+    ] {
+        let out = env
+            .finish(
+                env.command(&["poll"])
+                    .env("CYLANCE_LOGS_BACKOFF_BASE", value)
+                    .spawn()
+                    .unwrap(),
+            )
+            .expect(78);
+        assert!(out.error_line().contains(why), "{}", out.stderr);
+    }
+    assert!(env.fake.requests().is_empty());
+}

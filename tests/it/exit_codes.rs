@@ -113,6 +113,29 @@ fn unwritable_state_dir_is_74_naming_it() {
 }
 
 #[test]
+fn checkpoint_that_cannot_be_replaced_is_74_naming_it() {
+    // Every failure to write is classified where it happens: nothing is 74
+    // by being an I/O error alone (an unclassified failure is 70).
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 3, 5));
+    env.run(&["poll"]).expect(0);
+    let before = std::fs::read(env.checkpoint_path()).unwrap();
+    // A directory where the temp file goes: it cannot be removed or created.
+    std::fs::create_dir(env.state_dir().join("checkpoint.json.tmp")).unwrap();
+    env.fake.add_threats(threats(10, 2, 1));
+    let out = env.run(&["poll"]).expect(74);
+    assert!(
+        out.error_line().contains(&format!(
+            "cannot write the checkpoint {}",
+            env.checkpoint_path().display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(env.checkpoint_path()).unwrap(), before);
+}
+
+#[test]
 fn missing_state_dir_is_created_private() {
     use std::os::unix::fs::PermissionsExt;
     let env = TestEnv::new();

@@ -398,7 +398,8 @@ fn a_cursor_in_the_future_is_warned_about_on_every_run_and_in_status() {
     }
     let status = env.run(&["status"]).expect(0);
     assert!(
-        status.stdout.contains("threats: cursor") && status.stdout.contains("is in the future"),
+        status.stdout.contains("threats: what is written reaches")
+            && status.stdout.contains("in the future"),
         "{}",
         status.stdout
     );

@@ -63,7 +63,7 @@ const MORE_ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "CYLANCE_LOGS_BACKOFF_BASE",
-        "First step of the retry backoff, doubled on each retry up to 60s (default 2s).",
+        "First step of the retry backoff, doubled on each retry up to 60s: a duration like 2s, or milliseconds like 500ms (default 2s, at most 1m).",
     ),
 ];
 
@@ -345,6 +345,17 @@ fn checked_in_man_page_matches_the_clap_definition() {
         exit_status.contains("\\fB2\\fR\nUsage error") && exit_status.contains("CRITICAL"),
         "EXIT STATUS says that status exits 2 for CRITICAL"
     );
+    assert!(
+        exit_status.contains("\\fB70\\fR\nUnexpected failure"),
+        "EXIT STATUS names 70, an unexpected failure"
+    );
+    for kind in ExitKind::ALL {
+        assert!(
+            exit_status.contains(&format!("\\fB{}\\fR\n", kind.code())),
+            "EXIT STATUS lists {}",
+            kind.code()
+        );
+    }
     assert!(
         text.contains("\\(rqtenant_id\\(rq") || text.contains("\"tenant_id\""),
         "the output contract names the tenant field"
