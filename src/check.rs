@@ -3,7 +3,7 @@
 //! Writes nothing (no state directory, no lock, no output), so it is safe to
 //! run beside the timer. Fails with the same exit codes a poll would.
 
-use crate::api::ApiClient;
+use crate::api::{ApiClient, ListRequest};
 use crate::config::{ApiSettings, RunSettings};
 use crate::control::RunControl;
 use crate::retry::RetryPolicy;
@@ -22,7 +22,13 @@ pub fn check(
     );
     let client = ApiClient::new(api, retry, settings.max_rps, control)?;
     for kind in &settings.sources {
-        let page = client.fetch_page(*kind, &[], 1)?;
+        let list = ListRequest {
+            path: kind.path(),
+            privilege: kind.privilege(),
+            page_size: kind.page_size(),
+            filters: &[],
+        };
+        let page = client.fetch_page(&list, 1)?;
         let newest = page
             .items()
             .filter_map(|item| kind.meta(item).ok())
