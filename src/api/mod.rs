@@ -261,3 +261,177 @@ fn load_ca_file(path: &std::path::Path) -> Result<ureq::tls::RootCerts> {
     }
     Ok(ureq::tls::RootCerts::new_with_certs(&certs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::ffi::OsString;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A loopback server that answers by `route(method, url)` and records
+    /// each request as `METHOD url`.
+    struct Server {
+        server: Arc<tiny_http::Server>,
+        seen: Arc<Mutex<Vec<String>>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Server {
+        fn start(route: impl Fn(&str, &str) -> (u16, &'static str) + Send + 'static) -> Server {
+            let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let (server2, seen2) = (Arc::clone(&server), Arc::clone(&seen));
+            let thread = std::thread::spawn(move || {
+                for request in server2.incoming_requests() {
+                    let method = request.method().to_string();
+                    let url = request.url().to_string();
+                    seen2.lock().unwrap().push(format!("{method} {url}"));
+                    let (status, body) = route(&method, &url);
+                    let _ = request
+                        .respond(tiny_http::Response::from_string(body).with_status_code(status));
+                }
+            });
+            Server {
+                server,
+                seen,
+                thread: Some(thread),
+            }
+        }
+
+        fn client(&self) -> ApiClient {
+            let url = format!("http://{}", self.server.server_addr());
+            let cli = crate::cli::Cli::try_parse_from(["cylance-logs", "check", "--api-url", &url])
+                .unwrap();
+            let env = |name: &str| {
+                [
+                    ("CYLANCE_APP_ID", "app"),
+                    ("CYLANCE_TENANT_ID", "tenant"),
+                    ("CYLANCE_APP_SECRET", "secret"),
+                ]
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+            };
+            let settings = crate::config::Resolver::new(&cli.options, &env)
+                .api()
+                .unwrap();
+            let control = RunControl::install(None).unwrap();
+            ApiClient::new(
+                settings,
+                RetryPolicy::new(Duration::from_millis(1)),
+                0,
+                control,
+            )
+            .unwrap()
+        }
+
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.server.unblock();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// A token, then `status` and `body` for everything else.
+    fn answering(status: u16, body: &'static str) -> Server {
+        Server::start(move |method, _| match method {
+            "POST" => (200, r#"{"access_token":"token"}"#),
+            _ => (status, body),
+        })
+    }
+
+    fn list(path: &str) -> ListRequest<'_> {
+        ListRequest {
+            path,
+            privilege: "threat:devicelist",
+            page_size: 200,
+            filters: &[],
+        }
+    }
+
+    #[test]
+    fn a_lookup_of_a_gone_object_is_none_and_its_hostile_id_stays_one_segment() {
+        let server = answering(404, r#"{"message":"Not found"}"#);
+        let client = server.client();
+        let id = path_segment("x/../../threats/v2?page=1#").unwrap();
+        let path = format!("/detections/v2/{id}/details");
+        let found = client
+            .fetch_object_or_missing(&path, "opticsdetect:read")
+            .unwrap();
+        assert!(found.is_none());
+        assert_eq!(
+            server.seen(),
+            [
+                "POST /auth/v2/token",
+                "GET /detections/v2/x%2F..%2F..%2Fthreats%2Fv2%3Fpage%3D1%23/details"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lookup_gives_the_object_as_sent() {
+        let server = answering(200, "{\"Id\": \"a\", \"Device\": {}}\n");
+        let object = server
+            .client()
+            .fetch_object_or_missing("/detections/v2/a/details", "opticsdetect:read")
+            .unwrap()
+            .unwrap();
+        assert_eq!(object.json(), r#"{"Id": "a", "Device": {}}"#);
+    }
+
+    #[test]
+    fn a_lookup_denied_names_its_privilege() {
+        let server = answering(403, r#"{"message":"Forbidden"}"#);
+        let err = server
+            .client()
+            .fetch_object_or_missing("/detections/v2/a/details", "opticsdetect:read")
+            .unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&err), 77);
+        assert!(
+            format!("{err:#}").contains("needs the opticsdetect:read privilege"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_paged_lookup_of_a_gone_threat_is_none_but_a_missing_list_is_76() {
+        let server = answering(404, r#"{"message":"Not found"}"#);
+        let client = server.client();
+        let devices = list("/threats/v2/ab12/devices");
+        assert!(client.fetch_page_or_missing(&devices, 1).unwrap().is_none());
+        let err = client.fetch_page(&devices, 1).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&err), 76);
+        assert!(
+            format!("{err:#}")
+                .contains("GET /threats/v2/ab12/devices: unexpected answer (HTTP 404: Not found)"),
+            "{err:#}"
+        );
+        assert_eq!(
+            server.seen()[1..],
+            [
+                "GET /threats/v2/ab12/devices?page=1&page_size=200",
+                "GET /threats/v2/ab12/devices?page=1&page_size=200"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_paged_lookup_that_exists_is_read_like_any_list() {
+        let server = answering(200, r#"{"total_pages":1,"page_items":[{"id":"d1"}]}"#);
+        let page = server
+            .client()
+            .fetch_page_or_missing(&list("/threats/v2/ab12/devices"), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.items().collect::<Vec<_>>(), [r#"{"id":"d1"}"#]);
+    }
+}
