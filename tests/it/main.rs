@@ -18,6 +18,7 @@ mod bench_smoke;
 mod commands;
 mod config;
 mod crash;
+mod dns;
 mod exit_codes;
 mod faults;
 mod hostile;
