@@ -164,8 +164,7 @@ impl ApiClient {
             method: Method::Get,
             path,
             query: &[],
-            privilege,
-            auth: Auth::Bearer,
+            auth: Auth::Bearer { privilege },
             not_found: NotFound::IsGone,
         };
         self.request(&spec, |body| {
@@ -194,8 +193,9 @@ impl ApiClient {
             method: Method::Get,
             path: list.path,
             query: &query,
-            privilege: list.privilege,
-            auth: Auth::Bearer,
+            auth: Auth::Bearer {
+                privilege: list.privilege,
+            },
             not_found,
         };
         let what = format!("GET {} page {page_number}", list.path);

@@ -41,8 +41,8 @@ impl fmt::Display for Method {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Auth {
     /// The run's access token: a 401 renews it once, a 403 names the
-    /// privilege.
-    Bearer,
+    /// privilege the request needs.
+    Bearer { privilege: &'static str },
     /// The token request itself: its body is a JWT signed for each attempt;
     /// a 400, 401 or 403 means the credentials are wrong.
     Credentials,
@@ -67,8 +67,6 @@ pub(super) struct RequestSpec<'a> {
     pub path: &'a str,
     /// In the order sent; values are percent-encoded when sent.
     pub query: &'a [(&'static str, String)],
-    /// Named in the message of a 403.
-    pub privilege: &'static str,
     pub auth: Auth,
     pub not_found: NotFound,
 }
@@ -96,8 +94,8 @@ enum Outcome {
     CredentialsRejected,
     /// 401: the access token expired; renew it, once.
     Renew,
-    /// 403: the application lacks the privilege.
-    Denied,
+    /// 403: the application lacks this privilege.
+    Denied(&'static str),
     /// 400: the request itself was refused (most often its page size).
     BadRequest,
     /// Retried under the budget (`retry::is_transient`).
@@ -112,9 +110,9 @@ fn outcome(status: u16, spec: &RequestSpec<'_>) -> Outcome {
         (200, _) => Outcome::Success,
         (300..=399, _) => Outcome::Redirect,
         (400 | 401 | 403, Auth::Credentials) => Outcome::CredentialsRejected,
-        (401, Auth::Bearer) => Outcome::Renew,
-        (403, Auth::Bearer) => Outcome::Denied,
-        (400, Auth::Bearer) => Outcome::BadRequest,
+        (401, Auth::Bearer { .. }) => Outcome::Renew,
+        (403, Auth::Bearer { privilege }) => Outcome::Denied(privilege),
+        (400, Auth::Bearer { .. }) => Outcome::BadRequest,
         (404, _) if spec.not_found == NotFound::IsGone => Outcome::Gone,
         (status, _) if is_transient(status) => Outcome::Transient,
         _ => Outcome::Unexpected,
@@ -178,7 +176,7 @@ impl ApiClient {
         let mut renewed_after_401 = false;
         loop {
             let bearer = match spec.auth {
-                Auth::Bearer => Some(self.bearer()?),
+                Auth::Bearer { .. } => Some(self.bearer()?),
                 Auth::Credentials => None,
             };
             let answer = match self.attempt(spec, bearer.as_deref())? {
@@ -290,12 +288,11 @@ impl ApiClient {
                      the application may have been disabled or its secret rotated"
                 ),
             ),
-            Outcome::Denied => fail(
+            Outcome::Denied(privilege) => fail(
                 ExitKind::Auth,
                 format!(
                     "{what}: access denied (HTTP 403: {message}); the API application \
-                     needs the {} privilege",
-                    spec.privilege
+                     needs the {privilege} privilege"
                 ),
             ),
             Outcome::BadRequest => {
@@ -343,7 +340,7 @@ impl ApiClient {
         // signing error from costing a request slot.
         let body = match spec.auth {
             Auth::Credentials => Some(self.token_request_body()?),
-            Auth::Bearer => None,
+            Auth::Bearer { .. } => None,
         };
         self.pacer.wait(&self.control)?;
         self.control.check()?;
@@ -530,7 +527,6 @@ mod tests {
             method: Method::Get,
             path: "/x",
             query: &[],
-            privilege: "x:list",
             auth,
             not_found,
         }
@@ -538,8 +534,11 @@ mod tests {
 
     #[test]
     fn the_status_table() {
-        let bearer = spec(Auth::Bearer, NotFound::Fails);
-        let lookup = spec(Auth::Bearer, NotFound::IsGone);
+        let list = Auth::Bearer {
+            privilege: "x:list",
+        };
+        let bearer = spec(list, NotFound::Fails);
+        let lookup = spec(list, NotFound::IsGone);
         let token = spec(Auth::Credentials, NotFound::Fails);
         let cases = [
             (200, &bearer, Outcome::Success),
@@ -547,7 +546,7 @@ mod tests {
             (307, &token, Outcome::Redirect),
             (400, &bearer, Outcome::BadRequest),
             (401, &bearer, Outcome::Renew),
-            (403, &bearer, Outcome::Denied),
+            (403, &bearer, Outcome::Denied("x:list")),
             (400, &token, Outcome::CredentialsRejected),
             (401, &token, Outcome::CredentialsRejected),
             (403, &token, Outcome::CredentialsRejected),

@@ -101,7 +101,6 @@ impl ApiClient {
             method: Method::Post,
             path: TOKEN_PATH,
             query: &[],
-            privilege: "",
             auth: Auth::Credentials,
             not_found: NotFound::Fails,
         };
