@@ -189,11 +189,13 @@ impl ApiClient {
                 }
                 Attempt::Answer(answer) => answer,
             };
-            let (failure, problem) = match outcome(answer.status, spec) {
+            match outcome(answer.status, spec) {
                 Outcome::Success => match read(answer.body) {
                     Ok(value) => return Ok(Some(value)),
                     Err(Unusable::Refused(err)) => return Err(err),
-                    Err(Unusable::Malformed(problem)) => (Failure::Malformed, problem),
+                    Err(Unusable::Malformed(problem)) => {
+                        self.wait_to_retry(&mut budget, Failure::Malformed, &problem)?;
+                    }
                 },
                 Outcome::Gone => {
                     crate::debug!("{what}: HTTP 404, gone");
@@ -205,7 +207,6 @@ impl ApiClient {
                         self.discard_token(bearer);
                     }
                     renewed_after_401 = true;
-                    continue;
                 }
                 Outcome::Transient => {
                     let failure = match answer.status {
@@ -219,11 +220,9 @@ impl ApiClient {
                     };
                     let problem = format!("{what}: {}", answer_why(&answer));
                     self.wait_to_retry(&mut budget, failure, &problem)?;
-                    continue;
                 }
                 refused => return Err(self.refusal(refused, &what, spec, &answer)),
-            };
-            self.wait_to_retry(&mut budget, failure, &problem)?;
+            }
         }
     }
 
