@@ -493,3 +493,26 @@ fn rate_limits_and_server_errors_share_one_budget() {
     );
     assert_eq!(page_requests(&env, "/threats/v2", "2"), 5);
 }
+
+#[test]
+fn a_wait_longer_than_the_run_has_left_gives_up_at_once_with_75() {
+    let env = TestEnv::new();
+    three_pages(&env);
+    env.fake
+        .push_fault_at("/threats/v2", 2, rate_limited(Some("30")));
+    let started = Instant::now();
+    let out = env
+        .run(&["poll", "--sources", "threats", "--max-runtime", "20s"])
+        .expect(75);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited instead of giving up"
+    );
+    assert!(
+        out.error_line()
+            .contains("GET /threats/v2: HTTP 429: Too many requests; waiting 30s more would exceed --max-runtime"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.lines().len(), 200, "page 1 kept");
+}
