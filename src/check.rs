@@ -7,7 +7,7 @@
 //! fixing privileges wants to see all that are missing). Fails with the exit
 //! code and the one-line error a poll would give for the first failed step.
 
-use crate::api::ApiClient;
+use crate::api::{ApiClient, ListRequest};
 use crate::config::{ApiSettings, RunSettings};
 use crate::control::RunControl;
 use crate::error::{Classify, ExitKind};
@@ -57,7 +57,13 @@ pub fn check(
     say("token: ok, the API gave an access token for these credentials")?;
     let (mut failed, mut first_failure) = (0, None);
     for kind in &settings.sources {
-        match client.fetch_page(*kind, &[], 1) {
+        let list = ListRequest {
+            path: kind.path(),
+            privilege: kind.privilege(),
+            page_size: kind.page_size(),
+            filters: &[],
+        };
+        match client.fetch_page(&list, 1) {
             Ok(page) => {
                 let newest = page
                     .items()

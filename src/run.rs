@@ -21,7 +21,7 @@
 //! file `rejected.jsonl` in the state directory, with a warning, and the run
 //! goes on. Only placed items' times end a newest-first list early.
 
-use crate::api::{ApiClient, Page};
+use crate::api::{ApiClient, ListRequest, Page};
 use crate::checkpoint::{self, Checkpoint, RejectedKey, RunRecord, SourceState};
 use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
@@ -421,7 +421,7 @@ impl Run {
     ) -> Result<()> {
         self.control.check()?;
         let window = kind.window_query(start, end);
-        let first_page = self.client.fetch_page(kind, &window, 1)?;
+        let first_page = self.client.fetch_page(&list_request(kind, &window), 1)?;
         let first = self.process_page(kind, start, end, 1, &first_page)?;
         self.client.recycle(first_page);
         let mut written = first.written;
@@ -534,7 +534,7 @@ impl Run {
                         // A panic must still send, or the loop below would
                         // wait for this page forever.
                         let fetched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            client.fetch_page(kind, window, page)
+                            client.fetch_page(&list_request(kind, window), page)
                         }))
                         .unwrap_or_else(|_| {
                             Err(anyhow::anyhow!(
@@ -857,6 +857,16 @@ fn append_dead_letter(path: &Path, lines: &[u8]) -> Result<()> {
                 format!("cannot append rejected items to {}: {err}", path.display()),
             )
         })
+}
+
+/// What the API client needs to know of a source's list.
+fn list_request<'a>(kind: SourceKind, filters: &'a [(&'static str, String)]) -> ListRequest<'a> {
+    ListRequest {
+        path: kind.path(),
+        privilege: kind.privilege(),
+        page_size: kind.page_size(),
+        filters,
+    }
 }
 
 #[cfg(test)]

@@ -415,3 +415,104 @@ fn envelope_without_total_pages_is_paged_until_an_empty_page() {
     assert_eq!(env.lines().len(), 250);
     assert_eq!(env.fake.count("/detections/v2"), 3);
 }
+
+/// How many requests the fake saw for page `page` of `path`.
+fn page_requests(env: &TestEnv, path: &str, page: &str) -> usize {
+    env.fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == path && r.param("page") == Some(page))
+        .count()
+}
+
+#[test]
+fn a_page_answered_malformed_again_and_again_costs_three_requests_then_76() {
+    let env = TestEnv::new();
+    three_pages(&env);
+    for _ in 0..20 {
+        env.fake.push_fault_at("/threats/v2", 2, Fault::NotJson);
+    }
+    let out = env.run(&["poll", "--sources", "threats"]).expect(76);
+    assert!(
+        out.error_line()
+            .contains("GET /threats/v2 page 2: the answer is not a page"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(page_requests(&env, "/threats/v2", "2"), 3);
+    assert_eq!(env.lines().len(), 200, "page 1 kept");
+}
+
+#[test]
+fn failures_of_every_kind_share_one_budget_per_page() {
+    // Four 503s then a malformed body, three times over: with a fresh budget
+    // per malformed body this was 15 requests for one page; one budget
+    // allows 5 attempts in all.
+    let env = TestEnv::new();
+    three_pages(&env);
+    for _ in 0..3 {
+        for _ in 0..4 {
+            env.fake
+                .push_fault_at("/threats/v2", 2, status(503, "<html>busy</html>"));
+        }
+        env.fake.push_fault_at("/threats/v2", 2, Fault::NotJson);
+    }
+    let out = env.run(&["poll", "--sources", "threats"]).expect(75);
+    assert!(
+        out.error_line()
+            .contains("GET /threats/v2 page 2: the answer is not a page"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.error_line().contains("gave up after 5 attempts"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(page_requests(&env, "/threats/v2", "2"), 5);
+    assert_eq!(env.lines().len(), 200, "page 1 kept");
+}
+
+#[test]
+fn rate_limits_and_server_errors_share_one_budget() {
+    // 429s used to be bounded by waiting time alone: a Retry-After of 0
+    // could keep a page retrying forever.
+    let env = TestEnv::new();
+    three_pages(&env);
+    for _ in 0..3 {
+        env.fake
+            .push_fault_at("/threats/v2", 2, rate_limited(Some("0")));
+        env.fake
+            .push_fault_at("/threats/v2", 2, status(502, "<html>bad gateway</html>"));
+    }
+    let out = env.run(&["poll", "--sources", "threats"]).expect(75);
+    assert!(
+        out.error_line().contains("gave up after 5 attempts"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(page_requests(&env, "/threats/v2", "2"), 5);
+}
+
+#[test]
+fn a_wait_longer_than_the_run_has_left_gives_up_at_once_with_75() {
+    let env = TestEnv::new();
+    three_pages(&env);
+    env.fake
+        .push_fault_at("/threats/v2", 2, rate_limited(Some("30")));
+    let started = Instant::now();
+    let out = env
+        .run(&["poll", "--sources", "threats", "--max-runtime", "20s"])
+        .expect(75);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited instead of giving up"
+    );
+    assert!(
+        out.error_line()
+            .contains("GET /threats/v2: HTTP 429: Too many requests; waiting 30s more would exceed --max-runtime"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.lines().len(), 200, "page 1 kept");
+}

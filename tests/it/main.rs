@@ -11,6 +11,7 @@ mod bench_smoke;
 mod commands;
 mod config;
 mod crash;
+mod dns;
 mod durability;
 mod exit_codes;
 mod faults;

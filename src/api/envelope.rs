@@ -1,0 +1,170 @@
+//! What a 200 answer holds: a list page in its envelope, or one object.
+//!
+//! A body is checked as UTF-8 once, whole, and parsed once; items are byte
+//! ranges of it, so nothing is copied until it is written. Invalid UTF-8 (one
+//! bad byte in one item) must not cost the answer: it is replaced by U+FFFD,
+//! copying the body only then, and the caller is told so.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::ops::Range;
+
+/// The envelope of a list page, borrowed from the response body.
+#[derive(Debug, Deserialize)]
+struct Envelope<'a> {
+    total_pages: Option<u64>,
+    total_number_of_items: Option<u64>,
+    #[serde(borrow)]
+    page_items: Vec<&'a RawValue>,
+}
+
+/// One list page, owning its body.
+#[derive(Debug)]
+pub struct Page {
+    /// Checked UTF-8 once, so items are sliced out without checking again.
+    body: String,
+    items: Vec<Range<usize>>,
+    pub total_pages: Option<u64>,
+    pub total_number_of_items: Option<u64>,
+    /// The answer held invalid UTF-8, replaced by U+FFFD: the caller says so.
+    pub replaced_invalid_utf8: bool,
+}
+
+impl Page {
+    /// Each item's JSON text, in the order the API sent them.
+    pub fn items(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|range| &self.body[range.clone()])
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The body's buffer, for the next answer to be read into.
+    pub(super) fn into_buffer(self) -> Vec<u8> {
+        self.body.into_bytes()
+    }
+}
+
+/// The one JSON object a lookup answers, owning its body.
+#[derive(Debug)]
+pub struct Object {
+    body: String,
+    /// The object's text within `body`, without surrounding whitespace.
+    range: Range<usize>,
+    /// The answer held invalid UTF-8, replaced by U+FFFD: the caller says so.
+    pub replaced_invalid_utf8: bool,
+}
+
+impl Object {
+    /// The object's JSON text, as the API sent it.
+    pub fn json(&self) -> &str {
+        &self.body[self.range.clone()]
+    }
+}
+
+/// The body as text, and whether invalid UTF-8 had to be replaced.
+fn text(body: Vec<u8>) -> (String, bool) {
+    match String::from_utf8(body) {
+        Ok(text) => (text, false),
+        Err(err) => (String::from_utf8_lossy(err.as_bytes()).into_owned(), true),
+    }
+}
+
+/// Where `part`, borrowed from `whole`, lies in it.
+fn range_in(whole: &str, part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Parses a list answer. On failure, gives back why and the body, for the
+/// message.
+pub(super) fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
+    let (text, replaced_invalid_utf8) = text(body);
+    let (items, total_pages, total_number_of_items) = match serde_json::from_str::<Envelope>(&text)
+    {
+        Ok(envelope) => (
+            envelope
+                .page_items
+                .iter()
+                .map(|item| range_in(&text, item.get()))
+                .collect(),
+            envelope.total_pages,
+            envelope.total_number_of_items,
+        ),
+        Err(err) => return Err((err.to_string(), text.into_bytes())),
+    };
+    Ok(Page {
+        body: text,
+        items,
+        total_pages,
+        total_number_of_items,
+        replaced_invalid_utf8,
+    })
+}
+
+/// Parses a lookup's answer, which must be one JSON object. On failure, gives
+/// back why and the body, for the message.
+pub(super) fn parse_object(body: Vec<u8>) -> Result<Object, (String, Vec<u8>)> {
+    let (text, replaced_invalid_utf8) = text(body);
+    let range = match serde_json::from_str::<&RawValue>(&text) {
+        Ok(value) if value.get().starts_with('{') => range_in(&text, value.get()),
+        Ok(_) => return Err(("not a JSON object".to_string(), text.into_bytes())),
+        Err(err) => return Err((err.to_string(), text.into_bytes())),
+    };
+    Ok(Object {
+        body: text,
+        range,
+        replaced_invalid_utf8,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_keeps_each_item_byte_for_byte() {
+        let body = br#"{"total_pages":2,"page_items":[ {"a" : 1},{"b":[2]} ]}"#;
+        let page = parse_page(body.to_vec()).unwrap();
+        assert_eq!(
+            page.items().collect::<Vec<_>>(),
+            [r#"{"a" : 1}"#, r#"{"b":[2]}"#]
+        );
+        assert_eq!(page.total_pages, Some(2));
+        assert_eq!(page.total_number_of_items, None);
+        assert!(!page.replaced_invalid_utf8);
+    }
+
+    #[test]
+    fn invalid_utf8_costs_one_character_not_the_page() {
+        let body = b"{\"page_items\":[{\"name\":\"a\xffb\"}]}".to_vec();
+        let page = parse_page(body).unwrap();
+        assert_eq!(page.items().next(), Some("{\"name\":\"a\u{fffd}b\"}"));
+        assert!(page.replaced_invalid_utf8);
+    }
+
+    #[test]
+    fn a_page_without_items_is_not_a_page() {
+        let (why, body) = parse_page(br#"{"total_pages":1}"#.to_vec()).unwrap_err();
+        assert!(why.contains("page_items"), "{why}");
+        assert_eq!(body, br#"{"total_pages":1}"#);
+    }
+
+    #[test]
+    fn an_object_is_its_text_without_surrounding_whitespace() {
+        let object = parse_object(b" {\"Id\" : \"x\"}\n".to_vec()).unwrap();
+        assert_eq!(object.json(), "{\"Id\" : \"x\"}");
+    }
+
+    #[test]
+    fn a_lookup_answer_that_is_no_object_is_refused() {
+        for body in [&b"[1]"[..], b"\"text\"", b"{\"a\":", b""] {
+            assert!(parse_object(body.to_vec()).is_err(), "{body:?}");
+        }
+    }
+}
