@@ -1,20 +1,24 @@
-//! Shipping to a SIEM: the Graylog rules (`docs/graylog/`), `docs/filebeat.yml`
-//! and `docs/vector.toml`, checked against real output lines, since no Graylog,
-//! Filebeat or Vector runs here.
+//! Shipping to a SIEM: the Graylog rules (`docs/graylog/`), `docs/filebeat.yml`,
+//! `docs/vector.toml` and the Splunk files (`docs/splunk/`), checked against
+//! real output lines, since no Graylog, Filebeat, Vector or Splunk runs here.
 //!
 //! The lines come from one poll of each of two tenants into one file, seeded
 //! with every time shape the API is known to send (threat `last_found` whole,
 //! with a fraction and with `Z`; detection `ReceivedTime` with milliseconds and
-//! `Z`). Each doc is cut into sections, each limited to one event type where the
-//! doc says so (a rule's `when`, a processor's `when.equals`, a VRL `if`): every
-//! field a section names must be on every real line of that type; every date
-//! pattern must parse every real time, through a chrono twin paired in a table
-//! with the pattern's exact text in the doc; routing must compare against the
-//! values real lines carry; and the shippers must tail the file the units write.
+//! `Z`), followed by the lines of [`contract_lines`] (memory protection,
+//! devices, threats with `devices`) until the binary writes those. Each doc is
+//! cut into sections, each limited to one event type where the doc says so (a
+//! rule's `when`, a processor's `when.equals`, a VRL `if`): every field a
+//! section names must be on every real line of that type (`devices` only on
+//! the lines that have it: it depends on `--enrich`); every date pattern must
+//! parse every real time, through a chrono twin paired in a table with the
+//! pattern's exact text in the doc; routing must compare against the values
+//! real lines carry; the device fields must be the first device's name and IP
+//! of every threat line; and the shippers must tail the file the units write.
 
 use crate::support::*;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -22,7 +26,30 @@ use std::sync::OnceLock;
 const GRAYLOG: &str = "docs/graylog/*.rule";
 const FILEBEAT: &str = "docs/filebeat.yml";
 const VECTOR: &str = "docs/vector.toml";
-const EVENT_TYPES: [&str; 2] = ["threat", "detection"];
+const SPLUNK_INPUTS: &str = "docs/splunk/inputs.conf";
+const SPLUNK_PROPS: &str = "docs/splunk/props.conf";
+const SPLUNK_TRANSFORMS: &str = "docs/splunk/transforms.conf";
+const EVENT_TYPES: [&str; 4] = ["threat", "detection", "memory_protection", "device"];
+
+/// Each event type's time (the contract's "times for SIEM").
+const EVENT_TIMES: [(&str, &str); 4] = [
+    ("threat", "last_found"),
+    ("detection", "ReceivedTime"),
+    ("memory_protection", "created"),
+    ("device", "snapshot_time"),
+];
+
+/// Keys a line has only with some settings (`devices`: the threat-devices
+/// lookup): a doc may name them only where it copes with their absence, which
+/// `the_device_fields_are_the_first_devices_name_and_ip` checks.
+const OPTIONAL: &[&str] = &["devices"];
+
+/// The fields every recipe adds to a threat line, and where the contract puts
+/// their values: the first device's name and its first IP address.
+const DEVICE_FIELDS: [(&str, &[&str]); 2] = [
+    ("cylance_device_name", &["devices", "0", "name"]),
+    ("cylance_device_ip", &["devices", "0", "ip_addresses", "0"]),
+];
 
 /// A date pattern in a doc: the exact texts that make it up there (all in one
 /// section limited to `event_type`), and the chrono format that accepts what
@@ -58,6 +85,23 @@ const PATTERNS: &[Pattern] = &[
         keep: None,
     },
     // Go accepts a fraction after the seconds that the layout does not show.
+    // The same for memory protection's created.
+    Pattern {
+        doc: GRAYLOG,
+        event_type: "memory_protection",
+        field: "created",
+        texts: &["\"yyyy-MM-dd'T'HH:mm:ss\"", "0, 19)", "timezone: \"UTC\""],
+        chrono: "%Y-%m-%dT%H:%M:%S",
+        keep: Some(19),
+    },
+    Pattern {
+        doc: GRAYLOG,
+        event_type: "device",
+        field: "snapshot_time",
+        texts: &["\"yyyy-MM-dd'T'HH:mm:ssZ\""],
+        chrono: "%Y-%m-%dT%H:%M:%S%#z",
+        keep: None,
+    },
     Pattern {
         doc: FILEBEAT,
         event_type: "threat",
@@ -78,6 +122,30 @@ const PATTERNS: &[Pattern] = &[
         doc: FILEBEAT,
         event_type: "detection",
         field: "ReceivedTime",
+        texts: &["'2006-01-02T15:04:05Z07:00'"],
+        chrono: "%Y-%m-%dT%H:%M:%S%.f%#z",
+        keep: None,
+    },
+    Pattern {
+        doc: FILEBEAT,
+        event_type: "memory_protection",
+        field: "created",
+        texts: &["'2006-01-02T15:04:05'", "timezone: UTC"],
+        chrono: "%Y-%m-%dT%H:%M:%S%.f",
+        keep: None,
+    },
+    Pattern {
+        doc: FILEBEAT,
+        event_type: "memory_protection",
+        field: "created",
+        texts: &["'2006-01-02T15:04:05Z07:00'"],
+        chrono: "%Y-%m-%dT%H:%M:%S%.f%#z",
+        keep: None,
+    },
+    Pattern {
+        doc: FILEBEAT,
+        event_type: "device",
+        field: "snapshot_time",
         texts: &["'2006-01-02T15:04:05Z07:00'"],
         chrono: "%Y-%m-%dT%H:%M:%S%.f%#z",
         keep: None,
@@ -107,6 +175,30 @@ const PATTERNS: &[Pattern] = &[
         chrono: "%+",
         keep: None,
     },
+    Pattern {
+        doc: VECTOR,
+        event_type: "memory_protection",
+        field: "created",
+        texts: &["\"%Y-%m-%dT%H:%M:%S%.f\"", "timezone: \"UTC\""],
+        chrono: "%Y-%m-%dT%H:%M:%S%.f",
+        keep: None,
+    },
+    Pattern {
+        doc: VECTOR,
+        event_type: "memory_protection",
+        field: "created",
+        texts: &["\"%+\""],
+        chrono: "%+",
+        keep: None,
+    },
+    Pattern {
+        doc: VECTOR,
+        event_type: "device",
+        field: "snapshot_time",
+        texts: &["\"%+\""],
+        chrono: "%+",
+        keep: None,
+    },
 ];
 
 #[test]
@@ -120,7 +212,18 @@ fn every_field_the_docs_name_is_on_every_real_line_they_apply_to() {
                 None => out.lines.iter().collect(),
             };
             for field in doc.fields(section) {
+                let optional = OPTIONAL.contains(&field.as_str());
+                assert!(
+                    !optional || applies.iter().any(|line| doc.has(line, &field)),
+                    "{} ({}) names {}{field}, which no real line it applies to has",
+                    doc.name,
+                    section.origin,
+                    doc.prefix,
+                );
                 for line in &applies {
+                    if optional && !doc.has(line, &field) {
+                        continue;
+                    }
                     assert!(
                         doc.has(line, &field),
                         "{} ({}) names {}{field} for {}, but this real line lacks it:\n{line}",
@@ -133,9 +236,10 @@ fn every_field_the_docs_name_is_on_every_real_line_they_apply_to() {
                 named.insert(field);
             }
         }
-        for needed in ["event_type", "last_found", "ReceivedTime"] {
+        let times = EVENT_TIMES.map(|(_, time)| time);
+        for needed in ["event_type", "devices"].iter().chain(&times) {
             assert!(
-                named.contains(needed),
+                named.contains(*needed),
                 "{} names no {}{needed} (it names {named:?}): this test no longer reads it",
                 doc.name,
                 doc.prefix
@@ -243,6 +347,67 @@ fn routing_compares_against_the_event_types_and_tenants_real_lines_carry() {
     assert_eq!(
         routed, real,
         "event types the Graylog route rules compare against"
+    );
+    let streams: BTreeSet<String> = graylog
+        .sections
+        .iter()
+        .filter(|s| s.event_type.is_some())
+        .flat_map(|s| literals_after(&s.text, "route_to_stream(name: "))
+        .collect();
+    assert_eq!(
+        streams.len(),
+        real.len(),
+        "a stream per event type: {streams:?}"
+    );
+
+    let filebeat = filebeat();
+    let indices: Vec<&Section> = filebeat
+        .sections
+        .iter()
+        .filter(|s| s.origin.starts_with("output index"))
+        .collect();
+    let routed: BTreeSet<String> = indices
+        .iter()
+        .map(|s| {
+            s.event_type
+                .clone()
+                .unwrap_or_else(|| panic!("{FILEBEAT}: {} routes no event type", s.origin))
+        })
+        .collect();
+    assert_eq!(
+        routed, real,
+        "event types the {FILEBEAT} output's indices compare against"
+    );
+    let names: BTreeSet<String> = indices
+        .iter()
+        .flat_map(|s| literals_after(&s.text, "index:"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        real.len(),
+        "{FILEBEAT}: an index per event type: {names:?}"
+    );
+
+    // Vector's index is a template on a field that a remap sets from
+    // event_type (which every real line has: see the field test).
+    let toml = read_doc(VECTOR);
+    let template = literals_after(&toml, "bulk.index = ");
+    let [template] = template.as_slice() else {
+        panic!("{VECTOR}: one bulk.index, found {template:?}");
+    };
+    let field = template
+        .strip_prefix("{{ ")
+        .and_then(|t| t.strip_suffix(" }}"))
+        .unwrap_or_else(|| panic!("{VECTOR}: bulk.index {template:?} is not one field"));
+    let setter = vector()
+        .sections
+        .into_iter()
+        .find(|s| s.text.contains(&format!(".{field} = ")))
+        .unwrap_or_else(|| panic!("{VECTOR}: no remap sets .{field}"));
+    assert!(
+        setter.event_type.is_none() && setter.text.contains(".event_type"),
+        "{VECTOR} ({}): .{field} is not set from .event_type for every event",
+        setter.origin
     );
     for doc in docs() {
         let limited: BTreeSet<String> = doc
@@ -358,15 +523,7 @@ fn graylog_md_shows_every_rule_file_and_the_pipeline_runs_them() {
 
 #[test]
 fn the_shippers_tail_the_file_the_units_write_as_json_lines() {
-    let unit = read_doc("systemd/cylance-logs@.service");
-    let written = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("Environment=CYLANCE_LOGS_OUTPUT="))
-        .expect("systemd/cylance-logs@.service sets CYLANCE_LOGS_OUTPUT")
-        .trim();
-    assert_eq!(written, "/var/log/cylance-logs/cylance-protect.log");
-    // The active file, then the one logrotate renamed (see the docs).
-    let tailed = vec![written.to_owned(), format!("{written}.1")];
+    let tailed = tailed_paths();
 
     let filebeat = strip_comments(&read_doc(FILEBEAT), "#");
     let lines: Vec<&str> = filebeat.lines().collect();
@@ -431,6 +588,235 @@ fn the_shippers_tail_the_file_the_units_write_as_json_lines() {
     assert_eq!(included, tailed, "{VECTOR} include");
 }
 
+#[test]
+fn the_device_fields_are_the_first_devices_name_and_ip() {
+    let threats = of_type("threat");
+    let first = |line: &Value, path: &[&str]| lookup(line, path).map(str::to_owned);
+    let [(_, name_at), (_, ip_at)] = DEVICE_FIELDS;
+    let covered = [
+        (
+            "a first device with an IP",
+            threats.iter().any(|l| first(l, ip_at).is_some()),
+        ),
+        (
+            "a first device without an IP",
+            threats
+                .iter()
+                .any(|l| first(l, name_at).is_some() && first(l, ip_at).is_none()),
+        ),
+        (
+            "\"devices\":[]",
+            threats
+                .iter()
+                .any(|l| l["devices"].as_array().is_some_and(Vec::is_empty)),
+        ),
+        (
+            "no devices",
+            threats.iter().any(|l| l.get("devices").is_none()),
+        ),
+    ];
+    for (what, seen) in covered {
+        assert!(seen, "no real threat line has {what}");
+    }
+
+    let recipes = [
+        (GRAYLOG, graylog_device_paths()),
+        (FILEBEAT, filebeat_device_paths()),
+        (VECTOR, vector_device_paths()),
+        (SPLUNK_PROPS, splunk_device_paths()),
+    ];
+    for (doc, paths) in recipes {
+        let targets: Vec<&str> = paths.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            targets,
+            DEVICE_FIELDS.map(|(t, _)| t),
+            "{doc}: the device fields it sets"
+        );
+        for ((target, path), (_, meant)) in paths.iter().zip(DEVICE_FIELDS) {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            for line in &threats {
+                assert_eq!(
+                    first(line, &path),
+                    first(line, meant),
+                    "{doc}: {target} from {path:?} is not {meant:?} of this real line:\n{line}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn splunk_forwarder_monitors_the_file_the_units_write() {
+    let inputs = conf_stanzas(&read_doc(SPLUNK_INPUTS));
+    let monitored: Vec<String> = inputs
+        .iter()
+        .filter_map(|(name, _)| name.strip_prefix("monitor://").map(String::from))
+        .collect();
+    assert_eq!(monitored, tailed_paths(), "{SPLUNK_INPUTS} monitors");
+    let props = conf_stanzas(&read_doc(SPLUNK_PROPS));
+    for (name, settings) in &inputs {
+        let sourcetype = conf_value(settings, "sourcetype", SPLUNK_INPUTS);
+        assert!(
+            props.iter().any(|(stanza, _)| *stanza == sourcetype),
+            "{SPLUNK_INPUTS} [{name}]: {SPLUNK_PROPS} has no [{sourcetype}]"
+        );
+        // A salted checksum would read the rotated file again from its start.
+        assert!(
+            !settings.iter().any(|(key, _)| key == "crcSalt"),
+            "{SPLUNK_INPUTS} [{name}] sets crcSalt"
+        );
+    }
+}
+
+#[test]
+fn splunk_takes_each_line_as_one_event_at_its_own_time() {
+    let out = output();
+    let props = conf_stanzas(&read_doc(SPLUNK_PROPS));
+    let inputs = conf_stanzas(&read_doc(SPLUNK_INPUTS));
+    let sourcetype = conf_value(&inputs[0].1, "sourcetype", SPLUNK_INPUTS);
+    let parse = stanza(&props, &sourcetype, SPLUNK_PROPS);
+    let setting = |key: &str| conf_value(parse, key, SPLUNK_PROPS);
+
+    assert_eq!(setting("SHOULD_LINEMERGE"), "false");
+    assert_eq!(setting("LINE_BREAKER"), "([\\r\\n]+)");
+    let longest = out.text.lines().map(str::len).max().unwrap_or_default();
+    let truncate: usize = setting("TRUNCATE").parse().expect("TRUNCATE is a number");
+    assert!(
+        truncate == 0 || truncate >= longest,
+        "TRUNCATE = {truncate} cuts a real line of {longest} bytes"
+    );
+    assert_eq!(setting("TZ"), "UTC", "zone-less times are UTC");
+
+    // TIME_PREFIX is read as what it is, an alternation of keys; Splunk takes
+    // its leftmost match in the line.
+    let prefix = setting("TIME_PREFIX");
+    let keys: Vec<&str> = prefix
+        .strip_prefix("\"(?:")
+        .and_then(|p| p.strip_suffix(")\":\""))
+        .map(|alternatives| alternatives.split('|').collect())
+        .filter(|keys: &Vec<&str>| {
+            keys.iter()
+                .all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        })
+        .unwrap_or_else(|| {
+            panic!("this test reads a TIME_PREFIX of the form \"(?:key|key)\":\", not {prefix}")
+        });
+    let lookahead: usize = setting("MAX_TIMESTAMP_LOOKAHEAD")
+        .parse()
+        .expect("MAX_TIMESTAMP_LOOKAHEAD is a number");
+    let format = setting("TIME_FORMAT");
+
+    let mut used = BTreeSet::new();
+    for raw in out.text.lines() {
+        let line: Value = serde_json::from_str(raw).expect("a JSON line");
+        let kind = line["event_type"].as_str().expect("an event_type");
+        let (_, field) = EVENT_TIMES
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .unwrap_or_else(|| panic!("no time for {kind}"));
+        let (at, key) = keys
+            .iter()
+            .filter_map(|key| raw.find(&format!("\"{key}\":\"")).map(|at| (at, *key)))
+            .min()
+            .unwrap_or_else(|| panic!("TIME_PREFIX {prefix} finds nothing in:\n{raw}"));
+        assert_eq!(
+            key, *field,
+            "TIME_PREFIX finds {key}, not {field}, in:\n{raw}"
+        );
+        used.insert(key);
+
+        let start = at + format!("\"{key}\":\"").len();
+        let value = line[*field].as_str().expect("a time string");
+        assert!(raw[start..].starts_with(value), "{raw}");
+        assert!(
+            value.len() <= lookahead,
+            "MAX_TIMESTAMP_LOOKAHEAD = {lookahead} is shorter than {value:?}"
+        );
+        let meant = reference_time(value);
+        // Splunk reads at most MAX_TIMESTAMP_LOOKAHEAD characters from there.
+        let rest = &raw[start..];
+        let window = &rest[..rest
+            .char_indices()
+            .nth(lookahead)
+            .map_or(rest.len(), |(i, _)| i)];
+        let read = NaiveDateTime::parse_and_remainder(window, &format)
+            .map(|(t, _)| t.and_utc())
+            .unwrap_or_else(|e| panic!("TIME_FORMAT {format} does not read {value:?}: {e}"));
+        assert_eq!(read.timestamp(), meant.timestamp(), "{kind} time {value:?}");
+    }
+    assert_eq!(
+        used.len(),
+        keys.len(),
+        "TIME_PREFIX names keys no real line has: {keys:?}"
+    );
+}
+
+#[test]
+fn splunk_gives_each_event_type_its_sourcetype() {
+    let out = output();
+    let props = conf_stanzas(&read_doc(SPLUNK_PROPS));
+    let transforms = conf_stanzas(&read_doc(SPLUNK_TRANSFORMS));
+    let inputs = conf_stanzas(&read_doc(SPLUNK_INPUTS));
+    let sourcetype = conf_value(&inputs[0].1, "sourcetype", SPLUNK_INPUTS);
+    let parse = stanza(&props, &sourcetype, SPLUNK_PROPS);
+    let routes: Vec<&String> = parse
+        .iter()
+        .filter(|(key, _)| key.starts_with("TRANSFORMS-"))
+        .map(|(_, value)| value)
+        .collect();
+    let [routes] = routes.as_slice() else {
+        panic!("{SPLUNK_PROPS} [{sourcetype}]: one TRANSFORMS- class, found {routes:?}");
+    };
+
+    let mut routed = BTreeSet::new();
+    let mut sourcetypes = BTreeSet::new();
+    for name in routes.split(',').map(str::trim) {
+        let transform = stanza(&transforms, name, SPLUNK_TRANSFORMS);
+        let value = |key: &str| conf_value(transform, key, SPLUNK_TRANSFORMS);
+        assert_eq!(value("DEST_KEY"), "MetaData:Sourcetype", "[{name}]");
+        // The one form read here: an anchored literal, `{` escaped.
+        let regex = value("REGEX");
+        let start = regex
+            .strip_prefix('^')
+            .map(|r| r.replace("\\{", "{"))
+            .filter(|r| !r.contains(['\\', '(', '[', '.', '*', '+', '?', '|', '$']))
+            .unwrap_or_else(|| panic!("[{name}]: this test reads a REGEX ^<literal>, not {regex}"));
+        let kind = start
+            .strip_prefix("{\"event_type\":\"")
+            .and_then(|k| k.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("[{name}]: REGEX {regex} does not test event_type"));
+        for (raw, line) in out.text.lines().zip(&out.lines) {
+            assert_eq!(
+                raw.starts_with(&start),
+                line["event_type"] == kind,
+                "[{name}] REGEX {regex} on:\n{raw}"
+            );
+        }
+        routed.insert(kind.to_owned());
+        let target = value("FORMAT");
+        let target = target
+            .strip_prefix("sourcetype::")
+            .unwrap_or_else(|| panic!("[{name}]: FORMAT {target}"));
+        let search = stanza(&props, target, SPLUNK_PROPS);
+        assert_eq!(
+            conf_value(search, "KV_MODE", SPLUNK_PROPS),
+            "json",
+            "[{target}]"
+        );
+        sourcetypes.insert(target.to_owned());
+    }
+    assert_eq!(
+        routed,
+        BTreeSet::from(EVENT_TYPES.map(String::from)),
+        "event types {SPLUNK_TRANSFORMS} routes"
+    );
+    assert_eq!(
+        sourcetypes.len(),
+        EVENT_TYPES.len(),
+        "a sourcetype per event type"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Real output
 // ---------------------------------------------------------------------------
@@ -465,12 +851,112 @@ fn output() -> &'static Output {
         let shared = first.output().display().to_string();
         second.run(&["poll", "--output", &shared]).expect(0);
 
+        let mut text = std::fs::read_to_string(first.output()).expect("the output file");
+        assert_eq!(first.lines().len(), text.lines().count(), "whole lines");
+        for line in contract_lines(&first.creds.tenant_id, &second.creds.tenant_id) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
         Output {
-            text: std::fs::read_to_string(first.output()).expect("the output file"),
-            lines: first.lines(),
+            text,
+            lines,
             first_tenant: first.creds.tenant_id.clone(),
         }
     })
+}
+
+/// Until the binary writes these types, lines built to the contract in
+/// /work/wt/brief/issue-12-contract.md; replace by real output when the
+/// sources land (poll the fake with `--sources` including
+/// `memory-protection,devices` and the default `--enrich threat-devices`, and
+/// drop this function: the tests above need no other change).
+///
+/// The items come from the fake's own generators, each line laid out as the
+/// contract says: `{"event_type":..,"tenant_id":..,<the item's fields>,<the
+/// keys the tool adds>}`. They hold what the recipes must cope with:
+/// memory-protection `created` whole, with a fraction and with `Z`, `username`
+/// and `user_name`, null `dll_version` and `process_id`; devices of one
+/// snapshot, one without an IP address and one with a null policy id; threats
+/// whose first device has a name and IPs, whose first device has no IP (the
+/// second one has), and with `"devices":[]`. Threat lines without `devices`
+/// come from the binary.
+fn contract_lines(first_tenant: &str, second_tenant: &str) -> Vec<String> {
+    let line = |event_type: &str, tenant: &str, item: Value, added: Option<(&str, Value)>| {
+        let item = serde_json::to_string(&item).expect("an item as JSON");
+        let fields = item
+            .strip_prefix('{')
+            .and_then(|i| i.strip_suffix('}'))
+            .filter(|f| !f.is_empty())
+            .expect("an item is a non-empty object");
+        let added = added.map_or(String::new(), |(key, value)| {
+            format!(",{}:{value}", json!(key))
+        });
+        format!(
+            "{{\"event_type\":{},\"tenant_id\":{},{fields}{added}}}",
+            json!(event_type),
+            json!(tenant)
+        )
+    };
+    let tenant = |i: u64| {
+        if i.is_multiple_of(2) {
+            first_tenant
+        } else {
+            second_tenant
+        }
+    };
+    let mut lines = Vec::new();
+
+    for i in 0..7u64 {
+        let at = threat_time(minutes_ago(40 + i as i64));
+        let created = match i % 3 {
+            0 => at,
+            1 => format!("{at}.5"),
+            _ => format!("{at}.123Z"),
+        };
+        let event = memory_protection_event(500 + i, &created);
+        lines.push(line("memory_protection", tenant(i), event, None));
+    }
+
+    let snapshot = threat_time(minutes_ago(30)) + "Z";
+    for i in 0..6u64 {
+        let registered = threat_time(minutes_ago(60 * 24 * (400 - 31 * i as i64)));
+        let added = Some(("snapshot_time", json!(snapshot)));
+        lines.push(line("device", tenant(i), device(i, &registered), added));
+    }
+
+    // Device 5 has no IP address, 2 has two, 7 a name outside ASCII.
+    let sightings: [&[u64]; 4] = [&[0, 2], &[5, 1], &[], &[7]];
+    for (i, devices) in (0u64..).zip(sightings) {
+        let last_found = threat_time(minutes_ago(50 + i as i64));
+        let found: Vec<Value> = devices
+            .iter()
+            .map(|&d| threat_device(d, &last_found, "C:\\Users\\Public\\invoice.exe"))
+            .collect();
+        let added = Some(("devices", Value::Array(found)));
+        lines.push(line(
+            "threat",
+            tenant(i),
+            threat(600 + i, &last_found),
+            added,
+        ));
+    }
+    lines
+}
+
+/// The file the units write, then the one logrotate renamed (see the docs).
+fn tailed_paths() -> Vec<String> {
+    let unit = read_doc("systemd/cylance-logs@.service");
+    let written = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment=CYLANCE_LOGS_OUTPUT="))
+        .expect("systemd/cylance-logs@.service sets CYLANCE_LOGS_OUTPUT")
+        .trim();
+    assert_eq!(written, "/var/log/cylance-logs/cylance-protect.log");
+    vec![written.to_owned(), format!("{written}.1")]
 }
 
 fn of_type(kind: &str) -> Vec<&'static Value> {
@@ -526,6 +1012,8 @@ struct Doc {
     names_in_strings: bool,
     /// The shipper's own fields, which are not the item's.
     own: &'static [&'static str],
+    /// The fields the doc adds (after the prefix), which no line has.
+    added: &'static [&'static str],
     sections: Vec<Section>,
 }
 
@@ -541,7 +1029,7 @@ impl Doc {
         for (at, _) in text.match_indices(&self.prefix) {
             let before = text[..at].chars().next_back();
             let inside_a_word = before.is_some_and(|c| {
-                c.is_ascii_alphanumeric() || "_-/".contains(c) || (c == '.' && !self.flat)
+                c.is_ascii_alphanumeric() || "_-/]".contains(c) || (c == '.' && !self.flat)
             });
             if inside_a_word || text[..at].ends_with("set_field(\"") {
                 continue;
@@ -551,7 +1039,7 @@ impl Doc {
                 .take_while(|&c| c.is_ascii_alphanumeric() || c == '_' || (c == '.' && !self.flat))
                 .collect();
             let name = name.trim_end_matches('.');
-            if !name.is_empty() && !self.own.contains(&name) {
+            if !name.is_empty() && !self.own.contains(&name) && !self.added.contains(&name) {
                 fields.insert(name.to_owned());
             }
         }
@@ -614,6 +1102,7 @@ fn graylog() -> Doc {
         flat: true,
         names_in_strings: true,
         own: &[],
+        added: &["device_name", "device_ip"],
         sections,
     }
 }
@@ -642,8 +1131,17 @@ fn filebeat() -> Doc {
             text: item.clone(),
         })
         .collect();
+    let indices = yaml_list(&lines, "indices:");
+    sections.extend(indices.iter().enumerate().map(|(i, item)| Section {
+        origin: format!("output index {}", i + 1),
+        event_type: one_at_most(
+            literals_after(item, &format!("{prefix}event_type:")),
+            FILEBEAT,
+        ),
+        text: item.clone(),
+    }));
     let mut rest = text.clone();
-    for item in &processors {
+    for item in processors.iter().chain(&indices) {
         rest = rest.replacen(item.as_str(), "", 1);
     }
     sections.push(Section {
@@ -657,19 +1155,22 @@ fn filebeat() -> Doc {
         flat: false,
         names_in_strings: true,
         own: &[],
+        added: &[],
         sections,
     }
 }
 
-/// One section per VRL block `if .event_type == "..." { ... }`, and the rest.
+/// One section per VRL block `if .event_type == "..." { ... }` of the first
+/// remap (the parse), the rest of it, and each further remap.
 fn vector() -> Doc {
     let toml = read_doc(VECTOR);
-    let vrl = toml
+    let mut remaps = toml
         .split("source = '''")
-        .nth(1)
-        .and_then(|rest| rest.split("'''").next())
+        .skip(1)
+        .map(|rest| strip_comments(rest.split("'''").next().unwrap_or_default(), "#"));
+    let vrl = remaps
+        .next()
         .expect("docs/vector.toml has a remap source = '''...'''");
-    let vrl = strip_comments(vrl, "#");
     let mut sections = Vec::new();
     let mut rest = String::new();
     let mut open: Option<(Section, i32)> = None;
@@ -704,6 +1205,11 @@ fn vector() -> Doc {
         event_type: None,
         text: rest,
     });
+    sections.extend(remaps.enumerate().map(|(i, text)| Section {
+        origin: format!("remap {}", i + 2),
+        event_type: None,
+        text,
+    }));
     Doc {
         name: VECTOR,
         prefix: ".".to_owned(),
@@ -711,8 +1217,307 @@ fn vector() -> Doc {
         names_in_strings: false,
         // `. = parse_json!(.message)`: the file source's line, before parsing.
         own: &["message"],
+        added: &[
+            "cylance_device_name",
+            "cylance_device_ip",
+            "cylance_id",
+            "cylance_index",
+        ],
         sections,
     }
+}
+
+// ---------------------------------------------------------------------------
+// The device fields, as each recipe takes them: (field, path in the line)
+// ---------------------------------------------------------------------------
+
+/// A string at `path` (keys, and array positions as numbers), as a recipe
+/// sees it: absent when missing, null, not a string, or empty.
+fn lookup<'a>(line: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(line, |value, step| match (value, step.parse::<usize>()) {
+            (Value::Array(items), Ok(i)) => items.get(i),
+            (Value::Object(map), _) => map.get(*step),
+            _ => None,
+        })
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// `.key` and `[0]` steps, as VRL, JavaScript and JSONPath write them.
+fn accessors(text: &str) -> Vec<String> {
+    let mut steps = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (step, after) = if let Some(r) = rest.strip_prefix('.') {
+            let end = r
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(r.len());
+            (&r[..end], &r[end..])
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let (index, after) = r.split_once(']').expect("a closing ]");
+            (index, after)
+        } else {
+            panic!("this test reads only .key and [n] steps, not {text:?}")
+        };
+        assert!(!step.is_empty(), "an empty step in {text:?}");
+        steps.push(step.to_owned());
+        rest = after;
+    }
+    steps
+}
+
+/// `select_jsonpath(json: parse_json(...$message.cylance_devices...), paths: {...})`.
+fn graylog_device_paths() -> Vec<(String, Vec<String>)> {
+    let doc = graylog();
+    let section = doc
+        .sections
+        .iter()
+        .find(|s| s.text.contains("select_jsonpath"))
+        .expect("a Graylog rule takes the device fields with select_jsonpath");
+    assert_eq!(
+        section.event_type.as_deref(),
+        Some("threat"),
+        "{}",
+        section.origin
+    );
+    let sources = literals_after(&section.text, "parse_json(to_string($message.");
+    let [source] = sources.as_slice() else {
+        panic!(
+            "{}: one parse_json of a field, found {sources:?}",
+            section.origin
+        );
+    };
+    let root = source
+        .strip_prefix(&doc.prefix)
+        .unwrap_or_else(|| panic!("{}: {source} is not a line field", section.origin));
+    let paths = section
+        .text
+        .split_once("paths: {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(paths, _)| paths)
+        .unwrap_or_else(|| panic!("{}: no paths: {{...}}", section.origin));
+    paths
+        .split(',')
+        .map(|entry| {
+            let (target, path) = entry.split_once(':').expect("target: \"path\"");
+            let path = path.trim().trim_matches('"');
+            let path = path
+                .strip_prefix('$')
+                .unwrap_or_else(|| panic!("{}: a JSONPath starts with $: {path}", section.origin));
+            let mut steps = vec![root.to_owned()];
+            steps.extend(accessors(path));
+            (target.trim().to_owned(), steps)
+        })
+        .collect()
+}
+
+/// The script processor: `var x = event.Get("cylance.f")`, `var y = x[0]`,
+/// `if (typeof E === "string") event.Put("target", E)`.
+fn filebeat_device_paths() -> Vec<(String, Vec<String>)> {
+    let doc = filebeat();
+    let section = doc
+        .sections
+        .iter()
+        .find(|s| s.text.contains("event.Put("))
+        .expect("a Filebeat script sets the device fields");
+    assert_eq!(
+        section.event_type.as_deref(),
+        Some("threat"),
+        "{}",
+        section.origin
+    );
+    let mut vars: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let resolve = |expr: &str, vars: &std::collections::HashMap<String, Vec<String>>| {
+        if let Some(rest) = expr.strip_prefix("event.Get(\"") {
+            let (field, after) = rest.split_once("\")").expect("event.Get(\"...\")");
+            assert!(after.is_empty(), "{expr}");
+            let field = field
+                .strip_prefix(&doc.prefix)
+                .unwrap_or_else(|| panic!("{FILEBEAT}: {field} is not a line field"));
+            return field.split('.').map(String::from).collect::<Vec<_>>();
+        }
+        let end = expr
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(expr.len());
+        let mut steps = vars
+            .get(&expr[..end])
+            .unwrap_or_else(|| panic!("{FILEBEAT}: {expr} names no variable"))
+            .clone();
+        steps.extend(accessors(&expr[end..]));
+        steps
+    };
+    let mut found = Vec::new();
+    for line in section.text.lines().map(str::trim) {
+        if let Some((name, expr)) = line.strip_prefix("var ").and_then(|r| r.split_once(" = ")) {
+            let steps = resolve(expr.trim_end_matches(';'), &vars);
+            vars.insert(name.to_owned(), steps);
+        }
+        if let Some((_, put)) = line.split_once("event.Put(\"") {
+            let (target, expr) = put.split_once("\", ").expect("event.Put(\"field\", value)");
+            let expr = expr
+                .trim_end_matches(';')
+                .strip_suffix(')')
+                .expect("a closing )");
+            assert!(
+                line.starts_with("if (") && line.contains(&format!("typeof {expr} === \"string\"")),
+                "{FILEBEAT}: {target} is put without checking that {expr} is a string"
+            );
+            found.push((target.to_owned(), resolve(expr, &vars)));
+        }
+    }
+    found
+}
+
+/// `if is_string(P) { .target = P }` in the threat block.
+fn vector_device_paths() -> Vec<(String, Vec<String>)> {
+    let doc = vector();
+    let section = doc
+        .sections
+        .iter()
+        .find(|s| s.event_type.as_deref() == Some("threat"))
+        .expect("a threat block");
+    section
+        .text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("if is_string("))
+        .map(|rest| {
+            let (checked, rest) = rest
+                .split_once(") { .")
+                .expect("if is_string(P) { .f = P }");
+            let (target, taken) = rest.split_once(" = ").expect("an assignment");
+            let taken = taken.trim_end_matches(" }");
+            assert_eq!(
+                checked, taken,
+                "{VECTOR}: .{target} is set from what it did not check"
+            );
+            (target.to_owned(), accessors(taken))
+        })
+        .collect()
+}
+
+/// `EVAL-field = ...` of the threat sourcetype, from spath and mvindex.
+fn splunk_device_paths() -> Vec<(String, Vec<String>)> {
+    let props = conf_stanzas(&read_doc(SPLUNK_PROPS));
+    let transforms = conf_stanzas(&read_doc(SPLUNK_TRANSFORMS));
+    let threat = transforms
+        .iter()
+        .find(|(_, t)| conf_value(t, "REGEX", SPLUNK_TRANSFORMS).ends_with("\"threat\""))
+        .map(|(_, t)| conf_value(t, "FORMAT", SPLUNK_TRANSFORMS))
+        .expect("a transform for threats");
+    let threat = threat.trim_start_matches("sourcetype::");
+    let with_evals: Vec<&str> = props
+        .iter()
+        .filter(|(_, s)| s.iter().any(|(k, _)| k.starts_with("EVAL-")))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        with_evals,
+        [threat],
+        "{SPLUNK_PROPS}: the stanzas with EVAL-"
+    );
+    stanza(&props, threat, SPLUNK_PROPS)
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("EVAL-").map(|t| (t.to_owned(), spl_path(v))))
+        .collect()
+}
+
+/// `_raw`, `spath(X, "a{}.b")` (`{}`: every element, a multivalue) and
+/// `mvindex(X, n)` (element n of the multivalue).
+fn spl_path(expr: &str) -> Vec<String> {
+    let expr = expr.trim();
+    if expr == "_raw" {
+        return Vec::new();
+    }
+    let call = |name: &str| {
+        let inner = expr
+            .strip_prefix(name)?
+            .strip_prefix('(')?
+            .strip_suffix(')')?;
+        let mut depth = 0;
+        let comma = inner.char_indices().rev().find(|&(_, c)| {
+            depth += match c {
+                ')' => 1,
+                '(' => -1,
+                _ => 0,
+            };
+            c == ',' && depth == 0
+        })?;
+        Some((
+            inner[..comma.0].to_owned(),
+            inner[comma.0 + 1..].trim().to_owned(),
+        ))
+    };
+    if let Some((input, path)) = call("spath") {
+        let mut steps = spl_path(&input);
+        for step in path.trim_matches('"').split('.') {
+            match step.strip_suffix("{}") {
+                Some(name) => steps.extend([name.to_owned(), "{}".to_owned()]),
+                None => steps.push(step.to_owned()),
+            }
+        }
+        return steps;
+    }
+    if let Some((input, index)) = call("mvindex") {
+        let mut steps = spl_path(&input);
+        assert_eq!(
+            steps.last().map(String::as_str),
+            Some("{}"),
+            "mvindex of one value: {expr}"
+        );
+        *steps.last_mut().expect("a step") = index;
+        return steps;
+    }
+    panic!("this test reads _raw, spath(X, path) and mvindex(X, n), not {expr}")
+}
+
+// ---------------------------------------------------------------------------
+// Splunk .conf files
+// ---------------------------------------------------------------------------
+
+type Stanza = (String, Vec<(String, String)>);
+
+/// `[name]` stanzas of `key = value` lines; `#` starts a comment line.
+fn conf_stanzas(text: &str) -> Vec<Stanza> {
+    let mut stanzas: Vec<Stanza> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            stanzas.push((name.to_owned(), Vec::new()));
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not key = value: {line}"));
+        let (_, settings) = stanzas
+            .last_mut()
+            .unwrap_or_else(|| panic!("a setting outside a stanza: {line}"));
+        settings.push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    stanzas
+}
+
+fn stanza<'a>(stanzas: &'a [Stanza], name: &str, origin: &str) -> &'a [(String, String)] {
+    stanzas
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, settings)| settings.as_slice())
+        .unwrap_or_else(|| panic!("{origin} has no [{name}]"))
+}
+
+/// The one value of `key`.
+fn conf_value(settings: &[(String, String)], key: &str, origin: &str) -> String {
+    let values: Vec<&String> = settings
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect();
+    let [value] = values.as_slice() else {
+        panic!("{origin}: {key} should be set once, found {values:?}");
+    };
+    (*value).clone()
 }
 
 // ---------------------------------------------------------------------------
