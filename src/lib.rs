@@ -31,6 +31,7 @@ mod lock;
 mod log;
 mod metrics;
 mod output;
+mod pager;
 mod progress;
 mod retry;
 mod run;
@@ -43,7 +44,7 @@ mod untrusted;
 use log::{debug, error, info, trace, warn};
 
 use anyhow::Result;
-use clap::Parser;
+use clap::FromArgMatches;
 use cli::Cli;
 use config::{CommandSettings, Settings};
 use error::{ExitKind, exit_code_of};
@@ -57,7 +58,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();

@@ -1006,9 +1006,18 @@ fn service_with_the_env_example_polls_into_the_logs_directory() {
 #[test]
 fn env_example_sets_only_variables_the_binary_reads_and_no_secret() {
     let text = read(ENV_EXAMPLE);
+    // The source text, src/ and its module folders.
     let mut sources = String::new();
-    for entry in std::fs::read_dir(repo_path("src")).unwrap() {
-        sources += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    let mut dirs = vec![repo_path("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                sources += &std::fs::read_to_string(path).unwrap();
+            }
+        }
     }
     // Every CYLANCE_* name, commented out or not: a misspelt one is silently ignored.
     let mut rest = text.as_str();
