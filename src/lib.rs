@@ -8,10 +8,12 @@
 //!
 //! The flow of a run, one module each: `lock` (one run per state dir) →
 //! `checkpoint` (what is written) → `output` (crash recovery, locked
-//! appends) → `run` (windows, slices, dedupe, commits) over `sources` (what
-//! differs per endpoint) → `api` (auth, pages, pacing) with `retry` (the retry
-//! policy) and `control` (signals, run time) → `metrics` and `progress` (what
-//! operators watch). `check` and `status` are the two commands that write
+//! appends) → `run` (per source: window, slices, dedupe, commits) → `pager`
+//! (the pages of one window, in order) → `api` (auth, requests, pacing) with
+//! `retry` (the retry policy) and `control` (signals, run time). A page's
+//! items become lines through `sources` (what each source says about itself,
+//! and the list of all of them; one small module per source). `metrics` and
+//! `progress` are what operators watch. `check` and `status` are the two commands that write
 //! nothing. `untrusted` escapes and caps every text from the server before it
 //! is shown or stored.
 
