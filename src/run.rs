@@ -305,6 +305,9 @@ fn run_locked(
 }
 
 impl Run {
+    /// Per source in `--sources`: its window (`poll_source`,
+    /// `backfill_source`) → its pages and slices (`walk`) → its lines
+    /// (`process_page`) → a commit per slice (`slice_done`).
     fn fetch_sources(&mut self) -> Result<()> {
         for at in 0..self.sources.len() {
             if !self.sources[at].fetched {
