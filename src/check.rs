@@ -7,7 +7,7 @@
 //! fixing privileges wants to see all that are missing). Fails with the exit
 //! code and the one-line error a poll would give for the first failed step.
 
-use crate::api::{ApiClient, ListRequest};
+use crate::api::ApiClient;
 use crate::config::{ApiSettings, RunSettings};
 use crate::control::RunControl;
 use crate::error::{Classify, ExitKind};
@@ -37,7 +37,7 @@ pub fn check(
     retry: RetryPolicy,
     control: RunControl,
 ) -> Result<()> {
-    let names: Vec<&str> = settings.sources.iter().map(|kind| kind.name()).collect();
+    let names: Vec<&str> = settings.sources.iter().map(|kind| kind.name).collect();
     say(&format!(
         "configuration: ok, API {} (tenant {}, app {}), sources {}",
         api.base_url,
@@ -56,14 +56,8 @@ pub fn check(
     }
     say("token: ok, the API gave an access token for these credentials")?;
     let (mut failed, mut first_failure) = (0, None);
-    for kind in &settings.sources {
-        let list = ListRequest {
-            path: kind.path(),
-            privilege: kind.privilege(),
-            page_size: kind.page_size(),
-            filters: &[],
-        };
-        match client.fetch_page(&list, 1) {
+    for &kind in &settings.sources {
+        match client.fetch_page(&kind.list_request(&[]), 1) {
             Ok(page) => {
                 let newest = page
                     .items()
@@ -72,7 +66,7 @@ pub fn check(
                     .max();
                 say(&format!(
                     "{}: ok, {} items in all, newest {} {}",
-                    kind.name(),
+                    kind.name,
                     page.total_number_of_items
                         .map_or("an unknown number of".to_string(), |n| n.to_string()),
                     kind.time_field(),
@@ -80,7 +74,7 @@ pub fn check(
                 ))?;
             }
             Err(err) => {
-                say(&format!("{}: FAILED: {err:#}", kind.name()))?;
+                say(&format!("{}: FAILED: {err:#}", kind.name))?;
                 failed += 1;
                 first_failure.get_or_insert(err);
             }

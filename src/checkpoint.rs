@@ -22,7 +22,7 @@
 
 use crate::error::{ExitKind, fail};
 use crate::output::OutputMark;
-use crate::sources::SourceKind;
+use crate::sources::{self, SourceKind};
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -180,7 +180,7 @@ impl Checkpoint {
                 .with_timezone(&Utc),
         );
         for (name, state) in &checkpoint.sources {
-            if SourceKind::from_name(name).is_none()
+            if sources::from_name(name).is_none()
                 || state.covered_since > state.cursor
                 || state.covered_since < earliest
                 || state.cursor > latest
@@ -300,7 +300,7 @@ impl Checkpoint {
     }
 
     pub fn source(&self, kind: SourceKind) -> Option<&SourceState> {
-        self.sources.get(kind.name())
+        self.sources.get(kind.name)
     }
 }
 

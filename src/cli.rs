@@ -10,7 +10,26 @@
 //! and the environment variable. The application secret is deliberately not an
 //! option: argv is readable by every user on the host.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// The clap definition, with the help text that comes from the source list
+/// (a derive attribute can only hold text known at compile time). Used to
+/// parse the command line and to generate the man page and completions.
+pub fn command() -> clap::Command {
+    let names = crate::sources::names(", ");
+    let default = crate::sources::names(",");
+    // `mut_args`, not `mut_arg`: that one moves the option to the end of
+    // the help.
+    Cli::command().mut_args(|arg| {
+        if arg.get_id() != "sources" {
+            return arg;
+        }
+        arg.help(format!(
+            "Comma-separated sources to fetch: {names}. Default: {default}. \
+             [env: CYLANCE_LOGS_SOURCES]"
+        ))
+    })
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,8 +134,7 @@ pub struct GlobalOptions {
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<String>,
 
-    /// Comma-separated sources to fetch: threats, detections. Default: threats,detections.
-    /// [env: CYLANCE_LOGS_SOURCES]
+    // The help names the sources of `sources::ALL`: see `command()`.
     #[arg(long, global = true, value_name = "LIST")]
     pub sources: Option<String>,
 

@@ -17,7 +17,7 @@
 use crate::cli::{Cli, Command, GlobalOptions};
 use crate::error::{ExitKind, fail};
 use crate::retry::RetryPolicy;
-use crate::sources::SourceKind;
+use crate::sources::{self, SourceKind};
 use crate::timefmt::{display, display_duration, parse_duration, parse_user_time};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -676,13 +676,13 @@ impl<'a> Resolver<'a> {
     fn run(&self, max_runtime_default: Option<Duration>) -> Result<RunSettings> {
         let o = self.options;
         let sources = match self.lookup(&o.sources, "--sources", "CYLANCE_LOGS_SOURCES")? {
-            None => (SourceKind::ALL.to_vec(), Origin::Default("")),
+            None => (sources::ALL.to_vec(), Origin::Default("")),
             Some((list, origin)) => (
                 parse_sources(&list).map_err(|why| config_error(format!("{origin}: {why}")))?,
                 origin,
             ),
         };
-        let names: Vec<&str> = sources.0.iter().map(|s| s.name()).collect();
+        let names: Vec<&str> = sources.0.iter().map(|s| s.name).collect();
         self.note("--sources", names.join(","), sources.1);
         let sources = sources.0;
         let initial_lookback = self.duration(
@@ -751,7 +751,7 @@ impl<'a> Resolver<'a> {
 
 impl RunSettings {
     pub fn describe(&self) -> String {
-        let names: Vec<&str> = self.sources.iter().map(|s| s.name()).collect();
+        let names: Vec<&str> = self.sources.iter().map(|s| s.name).collect();
         format!(
             "sources {}, overlap {}, max runtime {}",
             names.join(","),
@@ -765,8 +765,8 @@ impl RunSettings {
 fn parse_sources(list: &str) -> Result<Vec<SourceKind>, String> {
     let mut sources = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let kind = SourceKind::from_name(name)
-            .ok_or_else(|| format!("unknown source '{name}' (known: threats, detections)"))?;
+        let kind = sources::from_name(name)
+            .ok_or_else(|| format!("unknown source '{name}' (known: {})", sources::names(", ")))?;
         if !sources.contains(&kind) {
             sources.push(kind);
         }

@@ -8,10 +8,12 @@
 //!
 //! The flow of a run, one module each: `lock` (one run per state dir) →
 //! `checkpoint` (what is written) → `output` (crash recovery, locked
-//! appends) → `run` (windows, slices, dedupe, commits) over `sources` (what
-//! differs per endpoint) → `api` (auth, pages, pacing) with `retry` (the retry
-//! policy) and `control` (signals, run time) → `metrics` and `progress` (what
-//! operators watch). `check` and `status` are the two commands that write
+//! appends) → `run` (per source: window, slices, dedupe, commits) → `pager`
+//! (the pages of one window, in order) → `api` (auth, requests, pacing) with
+//! `retry` (the retry policy) and `control` (signals, run time). A page's
+//! items become lines through `sources` (what each source says about itself,
+//! and the list of all of them; one small module per source). `metrics` and
+//! `progress` are what operators watch. `check` and `status` are the two commands that write
 //! nothing. `untrusted` escapes and caps every text from the server before it
 //! is shown or stored.
 
@@ -31,6 +33,7 @@ mod lock;
 mod log;
 mod metrics;
 mod output;
+mod pager;
 mod progress;
 mod retry;
 mod run;
@@ -43,7 +46,7 @@ mod untrusted;
 use log::{debug, error, info, trace, warn};
 
 use anyhow::Result;
-use clap::Parser;
+use clap::FromArgMatches;
 use cli::Cli;
 use config::{CommandSettings, Settings};
 use error::{ExitKind, exit_code_of};
@@ -57,7 +60,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();

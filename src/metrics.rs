@@ -8,7 +8,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Classify, ExitKind};
-use crate::sources::SourceKind;
+use crate::sources::{self, SourceKind};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
@@ -138,10 +138,10 @@ fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures
         &run(figures.rate_limited as f64),
     );
     let per_source = |value: &dyn Fn(SourceKind) -> Option<f64>| -> Vec<(String, f64)> {
-        SourceKind::ALL
-            .into_iter()
-            .filter_map(|kind| {
-                let labels = format!("tenant_id=\"{tenant}\",source=\"{}\"", kind.name());
+        sources::ALL
+            .iter()
+            .filter_map(|&kind| {
+                let labels = format!("tenant_id=\"{tenant}\",source=\"{}\"", kind.name);
                 value(kind).map(|v| (labels, v))
             })
             .collect()
@@ -225,8 +225,8 @@ mod tests {
             requests: 3,
             retries: 1,
             rate_limited: 1,
-            events: vec![(SourceKind::Threats, 4)],
-            rejected: vec![(SourceKind::Threats, 2)],
+            events: vec![(sources::from_name("threats").unwrap(), 4)],
+            rejected: vec![(sources::from_name("threats").unwrap(), 2)],
             resources: Resources::of_this_process(),
         };
         let text = render("t\"1", None, &figures);

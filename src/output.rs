@@ -34,7 +34,7 @@
 //! degrades to at-least-once.
 
 use crate::error::{ExitKind, fail};
-use crate::sources::{SourceKind, line_prefix};
+use crate::sources::{self, SourceKind, line_prefix};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -238,9 +238,9 @@ impl OutputFile {
         Ok(OutputFile {
             path: path.to_path_buf(),
             file: open_regular(path)?,
-            prefixes: SourceKind::ALL
+            prefixes: sources::ALL
                 .iter()
-                .map(|kind| (*kind, line_prefix(*kind, tenant_id)))
+                .map(|&kind| (kind, line_prefix(kind, tenant_id)))
                 .collect(),
             committed: None,
             pending,
@@ -575,13 +575,13 @@ impl OutputFile {
     /// The event a line holds, if it is one of this tenant's lines: they
     /// all start with one of its prefixes, so other lines are skipped unparsed.
     fn own_event(&self, line: &[u8]) -> Option<RecoveredEvent> {
-        let (kind, _) = self
+        let &(kind, _) = self
             .prefixes
             .iter()
             .find(|(_, prefix)| line.starts_with(prefix.as_bytes()))?;
         let meta = kind.meta(std::str::from_utf8(line).ok()?).ok()?;
         Some(RecoveredEvent {
-            kind: *kind,
+            kind,
             key: meta.key,
             time: meta.time,
         })

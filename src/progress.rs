@@ -86,12 +86,12 @@ fn describe(
     let mut line = if total_pages > 0 {
         format!(
             "backfill {}: page {pages}/{total_pages}, {events} events, {rate:.0}/s",
-            kind.name()
+            kind.name
         )
     } else {
         format!(
             "backfill {}: page {pages}, {events} events, {rate:.0}/s",
-            kind.name()
+            kind.name
         )
     };
     if total_pages > pages && pages > 0 {
@@ -110,12 +110,24 @@ mod tests {
 
     #[test]
     fn line_shows_pages_events_rate_and_eta() {
-        let line = describe(SourceKind::Threats, 10, 40, 2000, Duration::from_secs(5));
+        let line = describe(
+            crate::sources::from_name("threats").unwrap(),
+            10,
+            40,
+            2000,
+            Duration::from_secs(5),
+        );
         assert_eq!(
             line,
             "backfill threats: page 10/40, 2000 events, 400/s, ETA 15s"
         );
-        let unknown = describe(SourceKind::Detections, 3, 0, 30, Duration::from_secs(1));
+        let unknown = describe(
+            crate::sources::from_name("detections").unwrap(),
+            3,
+            0,
+            30,
+            Duration::from_secs(1),
+        );
         assert_eq!(unknown, "backfill detections: page 3, 30 events, 30/s");
     }
 }

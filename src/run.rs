@@ -1,12 +1,14 @@
 //! One `poll` or `backfill` run, from lock to last commit.
 //!
 //! The flow: take the run lock → read the checkpoint → recover events an
-//! interrupted run left in the output → for each source, fetch its window
-//! (poll: from the cursor less the overlap to the run's start; backfill: the
-//! asked range before what is already written) → read every page, keep
-//! exactly the window on the client, skip keys already written, append the
-//! rest → sync the output and commit the checkpoint. The window is fixed once,
-//! at the start of the run.
+//! interrupted run left in the output → for each source, its window (poll:
+//! from the cursor less the overlap to the run's start; backfill: the asked
+//! range before what is already written) → its pages, in order (`pager`) →
+//! its lines: keep exactly the window on the client, skip keys already
+//! written (the items read by their source's description, `sources`) →
+//! append them (`output`) → sync the output and commit the checkpoint. The
+//! window is fixed once, at the start of the run. Each source's state for
+//! the run is one [`SourceRun`].
 //!
 //! A window whose first page shows more than `MAX_PAGES_PER_SLICE` pages is
 //! split in halves (poll: oldest half first, moving the cursor forward;
@@ -21,30 +23,30 @@
 //! file `rejected.jsonl` in the state directory, with a warning, and the run
 //! goes on. Only placed items' times end a newest-first list early.
 
-use crate::api::{ApiClient, ListRequest, Page};
+use crate::api::ApiClient;
 use crate::checkpoint::{self, Checkpoint, RejectedKey, RunRecord, SourceState};
 use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
 use crate::error::{ExitKind, exit_code_of, fail};
 use crate::lock::{RunLock, ensure_state_dir};
 use crate::metrics::{self, Resources, RunFigures};
-use crate::output::Output;
+use crate::output::{Output, RecoveredEvent};
+use crate::pager::{Flow, List, PageAt, Pager};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
 use crate::sources::{
-    SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line, push_one_line, rename_reserved,
+    self, SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line, push_one_line, rename_reserved,
 };
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A window whose first page reports more pages than this is split in two,
@@ -83,11 +85,8 @@ type Seen = HashMap<String, DateTime<Utc>>;
 #[derive(Debug, Default)]
 struct PageOutcome {
     written: u64,
-    /// The server has further pages.
-    more: bool,
     /// Newest-first list reached items older than the window.
     stop: bool,
-    total_pages: u64,
     /// An item lay outside even the padded window: the server ignores the
     /// time filter, so splitting the window would not shrink it.
     outside_window: bool,
@@ -121,6 +120,22 @@ struct SourceTally {
     rejected: u64,
 }
 
+/// One source's state for the run.
+struct SourceRun {
+    kind: SourceKind,
+    /// In `--sources`: fetched, summed up and measured. The others are here
+    /// for the keys the output's recovery found of theirs.
+    fetched: bool,
+    /// The keys written (or found written) that dedupe must know.
+    seen: Seen,
+    /// Hashes of the rejected items met lately, with when first met.
+    rejected: HashMap<String, DateTime<Utc>>,
+    tally: SourceTally,
+    /// Backfill progress: the page count of the source's whole window, from
+    /// its first page, to measure against.
+    expected_pages: Option<u64>,
+}
+
 /// Everything a run works on, so the steps below stay small.
 struct Run {
     job: Job,
@@ -129,25 +144,21 @@ struct Run {
     checkpoint: Checkpoint,
     checkpoint_path: PathBuf,
     output: Output,
+    /// For the request figures; lists are read through `pager`.
     client: Arc<ApiClient>,
-    control: RunControl,
+    pager: Pager,
     started: DateTime<Utc>,
-    tallies: Vec<(SourceKind, SourceTally)>,
-    /// Per source, the keys written (or found written) that dedupe must know.
-    seen: HashMap<SourceKind, Seen>,
-    /// Backfill only: progress on stderr, and the page count of each
-    /// source's whole window (from its first page) to measure it against.
+    /// The sources fetched, in `--sources` order, then every other source.
+    sources: Vec<SourceRun>,
+    /// Backfill only: progress on stderr.
     progress: Option<Progress>,
-    expected_pages: HashMap<SourceKind, u64>,
     /// Set when recovered lines belong to a source that has no state yet and
     /// is not fetched now: the mark must not move past them.
     keep_output_mark: bool,
     /// The lines of the page being written, reused.
     line_buffer: Vec<u8>,
-    /// Scratch space for `SourceKind::scan`, reused.
+    /// Scratch space for `Source::scan`, reused.
     key_names: Vec<u64>,
-    /// Per source, hashes of the rejected items met lately, with when first met.
-    rejected: HashMap<SourceKind, HashMap<String, DateTime<Utc>>>,
     /// Dead-letter lines not yet in `rejected.jsonl`; appended at the next commit.
     dead_letter: Vec<u8>,
     rejected_path: PathBuf,
@@ -174,18 +185,12 @@ pub fn run_job(
         requests: run.as_ref().map_or(0, |r| r.client.stats.requests()),
         retries: run.as_ref().map_or(0, |r| r.client.stats.retries()),
         rate_limited: run.as_ref().map_or(0, |r| r.client.stats.rate_limited()),
-        events: run.as_ref().map_or_else(Vec::new, |r| {
-            r.tallies
-                .iter()
-                .map(|(kind, t)| (*kind, t.events))
-                .collect()
-        }),
-        rejected: run.as_ref().map_or_else(Vec::new, |r| {
-            r.tallies
-                .iter()
-                .map(|(kind, t)| (*kind, t.rejected))
-                .collect()
-        }),
+        events: run
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.figures(|tally| tally.events)),
+        rejected: run
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.figures(|tally| tally.rejected)),
         resources: Resources::of_this_process(),
     };
     if let Some(run) = &run {
@@ -259,37 +264,40 @@ fn run_locked(
             settings.max_rps,
             control.clone(),
         )?);
+        let pager = Pager::new(Arc::clone(&client), control, settings.concurrency);
+        let sources = source_runs(&settings.sources, &checkpoint, &recovered);
+        // No state to keep recovered keys of a source in when it has none
+        // yet and is not fetched now: leave the output mark where it is, so
+        // the next run reads those lines again.
+        let keep_output_mark = sources.iter().any(|source| {
+            !source.fetched
+                && checkpoint.source(source.kind).is_none()
+                && recovered.iter().any(|event| event.kind == source.kind)
+        });
         let run = Run {
             job,
-            tallies: settings
-                .sources
-                .iter()
-                .map(|kind| (*kind, SourceTally::default()))
-                .collect(),
+            sources,
             settings,
             tenant_id,
             checkpoint,
             checkpoint_path,
             output,
             client,
-            control,
+            pager,
             started,
-            seen: HashMap::new(),
             progress: matches!(job, Job::Backfill { .. }).then(Progress::new),
-            expected_pages: HashMap::new(),
-            keep_output_mark: false,
+            keep_output_mark,
             line_buffer: Vec::new(),
             key_names: Vec::new(),
-            rejected: HashMap::new(),
             dead_letter: Vec::new(),
             rejected_path: rejected_path(&store.state_dir),
         };
-        Ok((run, recovered))
+        Ok(run)
     })();
     match prepared {
         Err(err) => (Err(err), None),
-        Ok((mut run, recovered)) => {
-            let result = run.sources(&recovered);
+        Ok(mut run) => {
+            let result = run.fetch_sources();
             let result = run.finish(result);
             (result, Some(run))
         }
@@ -297,43 +305,33 @@ fn run_locked(
 }
 
 impl Run {
-    fn sources(&mut self, recovered: &[crate::output::RecoveredEvent]) -> Result<()> {
-        // Recovered keys of every source, also of those not fetched this run:
-        // once the output mark moves past their lines, only `seen` remembers them.
-        for kind in SourceKind::ALL {
-            let mut seen: Seen = self
-                .checkpoint
-                .source(kind)
-                .map(SourceState::seen_map)
-                .unwrap_or_default();
-            let mine: Vec<_> = recovered.iter().filter(|e| e.kind == kind).collect();
-            let fetched_now = self.settings.sources.contains(&kind);
-            if !mine.is_empty() && !fetched_now && self.checkpoint.source(kind).is_none() {
-                // No state to keep them in yet: leave the output mark where it
-                // is, so the next run reads these lines again.
-                self.keep_output_mark = true;
+    /// Per source in `--sources`: its window (`poll_source`,
+    /// `backfill_source`) → its pages and slices (`walk`) → its lines
+    /// (`process_page`) → a commit per slice (`slice_done`).
+    fn fetch_sources(&mut self) -> Result<()> {
+        for at in 0..self.sources.len() {
+            if !self.sources[at].fetched {
+                continue;
             }
-            seen.extend(mine.iter().map(|e| (e.key.clone(), e.time)));
-            self.seen.insert(kind, seen);
-            let rejected = self.checkpoint.source(kind).map(|state| {
-                state
-                    .rejected
-                    .iter()
-                    .map(|r| (r.hash.clone(), r.first_seen))
-                    .collect()
-            });
-            self.rejected.insert(kind, rejected.unwrap_or_default());
-        }
-        for kind in self.settings.sources.clone() {
             match self.job {
-                Job::Poll => self.poll_source(kind)?,
-                Job::Backfill { since, until } => self.backfill_source(kind, since, until)?,
+                Job::Poll => self.poll_source(at)?,
+                Job::Backfill { since, until } => self.backfill_source(at, since, until)?,
             }
         }
         Ok(())
     }
 
-    fn poll_source(&mut self, kind: SourceKind) -> Result<()> {
+    /// Per fetched source, one figure of its tally, for the metrics.
+    fn figures(&self, figure: impl Fn(&SourceTally) -> u64) -> Vec<(SourceKind, u64)> {
+        self.sources
+            .iter()
+            .filter(|source| source.fetched)
+            .map(|source| (source.kind, figure(&source.tally)))
+            .collect()
+    }
+
+    fn poll_source(&mut self, at: usize) -> Result<()> {
+        let kind = self.sources[at].kind;
         let end = self.started;
         let start = match self.checkpoint.source(kind) {
             Some(state) => state.cursor - to_delta(self.settings.overlap),
@@ -344,15 +342,16 @@ impl Run {
         }
         // A new source's written range starts empty where its first window starts.
         self.ensure_state(kind, start);
-        self.walk(kind, start, end, Direction::OldestFirst)
+        self.walk(at, start, end, Direction::OldestFirst)
     }
 
     fn backfill_source(
         &mut self,
-        kind: SourceKind,
+        at: usize,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
     ) -> Result<()> {
+        let kind = self.sources[at].kind;
         let written_range = self
             .checkpoint
             .source(kind)
@@ -369,7 +368,7 @@ impl Run {
                             "--until {} would leave a hole before the {} already written from {} \
                              on; omit --until to fill in the history up to there",
                             display(until),
-                            kind.name(),
+                            kind.name,
                             display(covered_since)
                         ),
                     ));
@@ -377,7 +376,7 @@ impl Run {
                 if until > covered_since {
                     crate::info!(
                         "{}: {}..{} is already written; backfilling only up to {}",
-                        kind.name(),
+                        kind.name,
                         display(covered_since),
                         display(cursor.min(until)),
                         display(covered_since)
@@ -389,14 +388,14 @@ impl Run {
         if since >= end {
             crate::info!(
                 "{}: nothing to backfill, everything since {} is already written",
-                kind.name(),
+                kind.name,
                 display(since)
             );
             return Ok(());
         }
         // With no state, the range grows back from `end`, which becomes the cursor.
         self.ensure_state(kind, end);
-        self.walk(kind, since, end, Direction::NewestFirst)
+        self.walk(at, since, end, Direction::NewestFirst)
     }
 
     /// Gives a source with no checkpoint entry an empty one at `at`, so that
@@ -404,7 +403,7 @@ impl Run {
     fn ensure_state(&mut self, kind: SourceKind, at: DateTime<Utc>) {
         self.checkpoint
             .sources
-            .entry(kind.name().to_string())
+            .entry(kind.name.to_string())
             .or_insert_with(|| SourceState::empty_at(at));
     }
 
@@ -414,27 +413,38 @@ impl Run {
     /// writing it again), so splitting costs no request.
     fn walk(
         &mut self,
-        kind: SourceKind,
+        at: usize,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         direction: Direction,
     ) -> Result<()> {
-        self.control.check()?;
-        let window = kind.window_query(start, end);
-        let first_page = self.client.fetch_page(&list_request(kind, &window), 1)?;
-        let first = self.process_page(kind, start, end, 1, &first_page)?;
-        self.client.recycle(first_page);
-        let mut written = first.written;
-        let too_big = first.more
-            && first.total_pages > MAX_PAGES_PER_SLICE
-            && end - start > MIN_SLICE
-            && !first.outside_window;
-        if too_big {
+        let kind = self.sources[at].kind;
+        let list = List {
+            source: kind,
+            query: kind.window_query(start, end),
+        };
+        let (mut written, mut split_at) = (0, None);
+        self.pager.clone().read(&list, |at_page| {
+            let (number, more, total_pages) = (at_page.number, at_page.more, at_page.total_pages);
+            let outcome = self.process_page(at, start, end, at_page)?;
+            written += outcome.written;
+            let too_big = number == 1
+                && more
+                && total_pages > MAX_PAGES_PER_SLICE
+                && end - start > MIN_SLICE
+                && !outcome.outside_window;
+            if too_big {
+                split_at = Some(total_pages);
+                return Ok(Flow::Stop);
+            }
+            Ok(if outcome.stop { Flow::Stop } else { Flow::Next })
+        })?;
+        if let Some(total_pages) = split_at {
             let middle = start + (end - start) / 2;
             crate::debug!(
                 "{}: {} pages between {} and {}; splitting at {}",
-                kind.name(),
-                first.total_pages,
+                kind.name,
+                total_pages,
                 display(start),
                 display(end),
                 display(middle)
@@ -447,32 +457,30 @@ impl Run {
             // counting it once here keeps the totals right.
             self.checkpoint_state(kind).events_written += written;
             for (from, to) in halves {
-                self.walk(kind, from, to, direction)?;
+                self.walk(at, from, to, direction)?;
             }
             return Ok(());
         }
-        if first.more && !first.stop {
-            written += self.fetch_rest(kind, &window, start, end, first.total_pages)?;
-        }
-        self.slice_done(kind, start, end, written)
+        self.slice_done(at, start, end, written)
     }
 
     /// Records a finished slice; commits when it wrote lines (an empty slice
     /// is redone cheaply if the run dies).
     fn slice_done(
         &mut self,
-        kind: SourceKind,
+        at: usize,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         written: u64,
     ) -> Result<()> {
         let overlap = to_delta(self.settings.overlap);
+        let source = &mut self.sources[at];
         // Borrowing the two fields apart: the state is updated, then decides
         // which dedupe keys to keep.
         let state = self
             .checkpoint
             .sources
-            .get_mut(kind.name())
+            .get_mut(source.kind.name)
             .expect("poll_source and backfill_source create the state first");
         // Slices are contiguous with the written range: poll extends it
         // forward, backfill backward.
@@ -480,9 +488,7 @@ impl Run {
         state.covered_since = state.covered_since.min(start);
         state.events_written += written;
         state.last_success = Some(Utc::now());
-        if let Some(seen) = self.seen.get_mut(&kind) {
-            seen.retain(|_, time| state.keeps(*time, overlap));
-        }
+        source.seen.retain(|_, time| state.keeps(*time, overlap));
         if written > 0 {
             self.commit()?;
         }
@@ -492,97 +498,8 @@ impl Run {
     fn checkpoint_state(&mut self, kind: SourceKind) -> &mut SourceState {
         self.checkpoint
             .sources
-            .get_mut(kind.name())
+            .get_mut(kind.name)
             .expect("poll_source and backfill_source create the state first")
-    }
-
-    /// Pages 2 and on of a window: up to `--concurrency` requests in flight
-    /// (each paced by `--max-rps`), processed strictly in page order. Pages
-    /// fetched past the point where the list ends (or, newest first, leaves
-    /// the window) are dropped unread.
-    fn fetch_rest(
-        &mut self,
-        kind: SourceKind,
-        window: &[(&'static str, String)],
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        total_pages: u64,
-    ) -> Result<u64> {
-        let client = Arc::clone(&self.client);
-        let concurrency = self.settings.concurrency as usize;
-        // There is a page 2 (the caller saw "more"), also when the server gave
-        // no total; then each page says whether another follows.
-        let mut last_page = total_pages.max(2);
-        let workers = concurrency.min(usize::try_from(last_page - 1).unwrap_or(usize::MAX));
-        std::thread::scope(|scope| {
-            // A few long-lived workers take page numbers from `jobs`: a
-            // thread per page would spread the allocator's per-thread arenas
-            // and with them the memory a long backfill holds.
-            let (jobs, job_queue) = mpsc::channel::<u32>();
-            let job_queue = Arc::new(std::sync::Mutex::new(job_queue));
-            let (sender, receiver) = mpsc::channel::<(u32, Result<Page>)>();
-            for _ in 0..workers {
-                let (client, sender, job_queue) =
-                    (Arc::clone(&client), sender.clone(), Arc::clone(&job_queue));
-                scope.spawn(move || {
-                    loop {
-                        // The lock is released before fetching (a guard in a
-                        // `while let` would live through the whole body).
-                        let next = job_queue.lock().expect("job queue lock").recv();
-                        // Ends when `jobs` is dropped: the loop below returned.
-                        let Ok(page) = next else { return };
-                        // A panic must still send, or the loop below would
-                        // wait for this page forever.
-                        let fetched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            client.fetch_page(&list_request(kind, window), page)
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(anyhow::anyhow!(
-                                "fetching page {page} failed (a bug: it panicked)"
-                            ))
-                        });
-                        // The receiver is gone only when the run stopped early.
-                        if sender.send((page, fetched)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
-            let (mut next_request, mut next_process, mut in_flight) = (2u32, 2u32, 0usize);
-            let mut written = 0;
-            loop {
-                while in_flight < concurrency && u64::from(next_request) <= last_page {
-                    self.control.check()?;
-                    jobs.send(next_request)
-                        .expect("the workers outlive this loop");
-                    next_request += 1;
-                    in_flight += 1;
-                }
-                if in_flight == 0 {
-                    return Ok(written);
-                }
-                let (page, fetched) = receiver.recv().expect("every fetch thread sends once");
-                in_flight -= 1;
-                arrived.insert(page, fetched);
-                while let Some(fetched) = arrived.remove(&next_process) {
-                    // A signal or --max-runtime ends the run between pages,
-                    // also while requests are in flight.
-                    self.control.check()?;
-                    let fetched = fetched?;
-                    let outcome = self.process_page(kind, start, end, next_process, &fetched)?;
-                    self.client.recycle(fetched);
-                    written += outcome.written;
-                    next_process += 1;
-                    if !outcome.more || outcome.stop {
-                        return Ok(written);
-                    }
-                    // The total may change between pages: follow the latest,
-                    // and without one, go on until an empty page.
-                    last_page = outcome.total_pages.max(u64::from(next_process));
-                }
-            }
-        })
     }
 
     /// Keeps exactly `[start, end)` of one page, skips keys already written,
@@ -593,26 +510,30 @@ impl Run {
     /// key of an unwritten line can reach the checkpoint.
     fn process_page(
         &mut self,
-        kind: SourceKind,
+        at: usize,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-        number: u32,
-        page: &Page,
+        at_page: PageAt<'_>,
     ) -> Result<PageOutcome> {
+        let PageAt {
+            number,
+            page,
+            total_pages,
+            ..
+        } = at_page;
+        let source = &mut self.sources[at];
+        let kind = source.kind;
+        if let Some(lookup) = kind.lookup {
+            // Issue 12: a lookup per new item, before its line is written.
+            match lookup {}
+        }
         let prefix = line_prefix(kind, &self.tenant_id);
         let (padded_start, padded_end) = (start - SERVER_WINDOW_PAD, end + SERVER_WINDOW_PAD);
-        let seen = self.seen.entry(kind).or_default();
+        let seen = &mut source.seen;
         // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
         let mut lines = std::mem::take(&mut self.line_buffer);
         lines.clear();
-        let mut outcome = PageOutcome {
-            more: !page.is_empty()
-                && page
-                    .total_pages
-                    .is_none_or(|total| u64::from(number) < total),
-            total_pages: page.total_pages.unwrap_or(0),
-            ..PageOutcome::default()
-        };
+        let mut outcome = PageOutcome::default();
         let started = self.started;
         // Items that cannot be placed, with why; kept aside after the page.
         let mut rejects: Vec<(String, &str)> = Vec::new();
@@ -662,20 +583,17 @@ impl Run {
             crate::warn!(
                 "{} page {number}: the answer held bytes that are not UTF-8; {replaced_utf8} \
                  item(s) were written with U+FFFD in their place",
-                kind.name()
+                kind.name
             );
         }
         for (why, item) in rejects {
-            self.reject(kind, number, &why, item);
+            self.reject(at, number, &why, item);
         }
-        let expected = *self
-            .expected_pages
-            .entry(kind)
-            .or_insert(outcome.total_pages);
-        let tally = self.tally(kind);
-        tally.pages += 1;
-        tally.events += outcome.written;
-        let (pages, events) = (tally.pages, tally.events);
+        let source = &mut self.sources[at];
+        let expected = *source.expected_pages.get_or_insert(total_pages);
+        source.tally.pages += 1;
+        source.tally.events += outcome.written;
+        let (pages, events) = (source.tally.pages, source.tally.events);
         if let Some(progress) = &mut self.progress {
             progress.page(kind, pages, expected, events);
         }
@@ -684,57 +602,46 @@ impl Run {
 
     /// Keeps an item that cannot be placed for `rejected.jsonl` and warns,
     /// unless it was met lately (the same bytes): then it was reported already.
-    fn reject(&mut self, kind: SourceKind, page: u32, why: &str, item: &str) {
+    fn reject(&mut self, at: usize, page: u32, why: &str, item: &str) {
+        let source = &mut self.sources[at];
+        let kind = source.kind;
         let digest = Sha256::digest(item.as_bytes());
         let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         let now = Utc::now();
-        match self.rejected.entry(kind).or_default().entry(hash) {
+        match source.rejected.entry(hash) {
             Entry::Occupied(_) => return,
             Entry::Vacant(slot) => slot.insert(now),
         };
         crate::warn!(
             "{} page {page}: an item was not written ({why}); it is kept in {}",
-            kind.name(),
+            kind.name,
             self.rejected_path.display()
         );
         let head = format!(
             "{{\"rejected_at\":\"{}\",\"source\":\"{}\",\"page\":{page},\"reason\":{},\"item\":",
             now.to_rfc3339_opts(SecondsFormat::Secs, true),
-            kind.name(),
+            kind.name,
             serde_json::to_string(why).expect("a string serializes")
         );
         push_one_line(&mut self.dead_letter, head.as_bytes());
         // Items are valid JSON (the page parsed), so the item goes in as it came.
         push_one_line(&mut self.dead_letter, item.trim().as_bytes());
         self.dead_letter.extend_from_slice(b"}\n");
-        self.tally(kind).rejected += 1;
-        if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
+        source.tally.rejected += 1;
+        if let Some(state) = self.checkpoint.sources.get_mut(kind.name) {
             state.rejected_total += 1;
         }
-    }
-
-    fn tally(&mut self, kind: SourceKind) -> &mut SourceTally {
-        &mut self
-            .tallies
-            .iter_mut()
-            .find(|(k, _)| *k == kind)
-            .expect("every source has a tally")
-            .1
     }
 
     /// Output durable first, then the checkpoint that covers it, with every
     /// key written so far that a later run may meet (also those of a slice
     /// still in progress, whose lines the new output mark moves past).
     fn commit(&mut self) -> Result<()> {
-        for (kind, seen) in &self.seen {
-            if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
-                state.set_seen(seen);
-            }
-        }
         let now = Utc::now();
-        for (kind, rejected) in &self.rejected {
-            if let Some(state) = self.checkpoint.sources.get_mut(kind.name()) {
-                state.rejected = recent_rejections(rejected, now);
+        for source in &self.sources {
+            if let Some(state) = self.checkpoint.sources.get_mut(source.kind.name) {
+                state.set_seen(&source.seen);
+                state.rejected = recent_rejections(&source.rejected, now);
             }
         }
         if !self.dead_letter.is_empty() {
@@ -788,9 +695,10 @@ impl Run {
 
     fn summary(&self, figures: &RunFigures, result: &Result<()>) -> String {
         let sources: Vec<String> = self
-            .tallies
+            .sources
             .iter()
-            .map(|(kind, tally)| {
+            .filter(|source| source.fetched)
+            .map(|SourceRun { kind, tally, .. }| {
                 let rejected = if tally.rejected > 0 {
                     format!(", {} rejected", tally.rejected)
                 } else {
@@ -798,9 +706,7 @@ impl Run {
                 };
                 format!(
                     "{} {} new ({} pages{rejected})",
-                    kind.name(),
-                    tally.events,
-                    tally.pages
+                    kind.name, tally.events, tally.pages
                 )
             })
             .collect();
@@ -815,6 +721,47 @@ impl Run {
             figures.duration_seconds
         )
     }
+}
+
+/// Each source's state at the start of a run: the sources in `--sources`
+/// first, in their order, then every other one. Each knows the keys its
+/// checkpoint entry and the output's recovery found, also those not fetched
+/// now: once the output mark moves past their lines, only `seen` remembers them.
+fn source_runs(
+    fetched: &[SourceKind],
+    checkpoint: &Checkpoint,
+    recovered: &[RecoveredEvent],
+) -> Vec<SourceRun> {
+    let others = sources::ALL.iter().filter(|kind| !fetched.contains(kind));
+    fetched
+        .iter()
+        .chain(others)
+        .map(|&kind| {
+            let state = checkpoint.source(kind);
+            let mut seen: Seen = state.map(SourceState::seen_map).unwrap_or_default();
+            seen.extend(
+                recovered
+                    .iter()
+                    .filter(|event| event.kind == kind)
+                    .map(|event| (event.key.clone(), event.time)),
+            );
+            let rejected = state.map(|state| {
+                state
+                    .rejected
+                    .iter()
+                    .map(|r| (r.hash.clone(), r.first_seen))
+                    .collect()
+            });
+            SourceRun {
+                kind,
+                fetched: fetched.contains(&kind),
+                seen,
+                rejected: rejected.unwrap_or_default(),
+                tally: SourceTally::default(),
+                expected_pages: None,
+            }
+        })
+        .collect()
 }
 
 /// The rejected items to remember, bounded by [`REJECTED_MEMORY`] and
@@ -857,16 +804,6 @@ fn append_dead_letter(path: &Path, lines: &[u8]) -> Result<()> {
                 format!("cannot append rejected items to {}: {err}", path.display()),
             )
         })
-}
-
-/// What the API client needs to know of a source's list.
-fn list_request<'a>(kind: SourceKind, filters: &'a [(&'static str, String)]) -> ListRequest<'a> {
-    ListRequest {
-        path: kind.path(),
-        privilege: kind.privilege(),
-        page_size: kind.page_size(),
-        filters,
-    }
 }
 
 #[cfg(test)]

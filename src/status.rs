@@ -101,18 +101,18 @@ fn stale_sources(
     let now = Utc::now();
     sources
         .iter()
-        .filter_map(|kind| {
+        .filter_map(|&kind| {
             let last = checkpoint
-                .and_then(|c| c.source(*kind))
+                .and_then(|c| c.source(kind))
                 .and_then(|s| s.last_success);
             match last {
-                None => Some(format!("{}: no successful run yet", kind.name())),
+                None => Some(format!("{}: no successful run yet", kind.name)),
                 Some(at) => {
                     let age = (now - at).to_std().unwrap_or(Duration::ZERO);
                     (age > max_age).then(|| {
                         format!(
                             "{}: last success {} ago, at {} (--max-age {})",
-                            kind.name(),
+                            kind.name,
                             display_duration(Duration::from_secs(age.as_secs())),
                             display(at),
                             display_duration(max_age)
@@ -157,14 +157,14 @@ fn for_people(
     let others = checkpoint
         .sources
         .keys()
-        .filter(|name| !settings.sources.iter().any(|kind| kind.name() == *name));
+        .filter(|name| !settings.sources.iter().any(|kind| kind.name == *name));
     let names = settings
         .sources
         .iter()
-        .map(|kind| kind.name())
+        .map(|kind| kind.name)
         .chain(others.map(String::as_str));
     for name in names {
-        let polled = settings.sources.iter().any(|kind| kind.name() == name);
+        let polled = settings.sources.iter().any(|kind| kind.name == name);
         let Some(state) = checkpoint.sources.get(name) else {
             out += &format!(
                 "{name}: nothing written yet; the first poll asks for the last {} \

@@ -362,3 +362,17 @@ fn command_settings_are_shown_and_checked_like_the_others() {
     }
     assert!(env.fake.requests().is_empty());
 }
+
+#[test]
+fn an_unknown_source_is_78_naming_it_and_every_known_source() {
+    let env = TestEnv::new();
+    let out = env.run(&["poll", "--sources", "threats,memory"]).expect(78);
+    assert!(
+        out.error_line()
+            .contains("--sources: unknown source 'memory' (known: threats, detections)"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.fake.requests().is_empty());
+    assert!(env.lines().is_empty());
+}

@@ -6,9 +6,8 @@
 //!
 //! (packagers install man/cylance-logs.1 and man/completions/*).
 
-use clap::CommandFactory;
 use clap_mangen::roff::{Inline, Roff, bold, italic, roman};
-use cylance_logs::cli::Cli;
+use cylance_logs::cli;
 use cylance_logs::error::ExitKind;
 use std::path::{Path, PathBuf};
 
@@ -193,7 +192,7 @@ fn synopsis(cmd: &clap::Command) -> Roff {
 }
 
 fn man_page() -> Vec<u8> {
-    let cmd = Cli::command();
+    let cmd = cli::command();
     let man = clap_mangen::Man::new(cmd.clone())
         .date("")
         .manual("cylance-logs manual");
@@ -372,7 +371,7 @@ fn checked_in_completions_match_the_clap_definition() {
         (Shell::Fish, "man/completions/cylance-logs.fish"),
     ] {
         let mut out = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "cylance-logs", &mut out);
+        clap_complete::generate(shell, &mut cli::command(), "cylance-logs", &mut out);
         assert!(String::from_utf8_lossy(&out).contains("backfill"));
         check_generated(file, &out);
     }

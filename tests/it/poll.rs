@@ -198,6 +198,30 @@ fn newest_first_threats_stop_at_the_first_page_older_than_the_window() {
 }
 
 #[test]
+fn newest_first_threats_stop_at_a_later_page_older_than_the_window() {
+    let env = TestEnv::new();
+    env.fake.set_honour_time_filters(false);
+    env.fake.add_threats(threats(0, 9_000, 60 * 48)); // two days old
+    env.fake.add_threats(threats(20_000, 300, 0)); // page 1 and half of page 2
+    env.run(&[
+        "poll",
+        "--sources",
+        "threats",
+        "--initial-lookback",
+        "1h",
+        "--concurrency",
+        "1",
+    ])
+    .expect(0);
+    assert_eq!(
+        env.fake.count("/threats/v2"),
+        2,
+        "two pages, not all forty-seven"
+    );
+    assert_eq!(env.lines().len(), 300);
+}
+
+#[test]
 fn events_before_the_initial_lookback_are_not_fetched_by_the_first_poll() {
     let env = TestEnv::new();
     env.fake.add_threats(threats(0, 3, 60 * 3)); // 3 h ago

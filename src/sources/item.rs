@@ -1,0 +1,364 @@
+//! Reading one item: its key, its time and its top-level key names, in one
+//! pass, with the field names its source's description gives.
+//!
+//! An item that cannot be placed (not an object, no key or time, an
+//! unreadable or implausible time, a duplicate top-level key) gets a reason
+//! instead; `run.rs` keeps it in the dead-letter file. The same reading finds
+//! our own lines again in the output (crash recovery).
+
+use super::line::{RESERVED, quoted};
+use super::{Shape, Source};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Items dated before this cannot be events of this product (it is younger);
+/// a year-1 or pre-1970 date is a broken item, not history.
+pub const EARLIEST_EVENT: DateTime<Utc> = DateTime::from_timestamp_nanos(946_684_800_000_000_000);
+/// Items dated more than this after the run started are broken, not early
+/// (a day covers any clock skew): no window would ever hold them, so they
+/// would vanish unreported.
+pub const MAX_AHEAD: TimeDelta = TimeDelta::days(1);
+
+/// Identity and time of one item, as needed for dedupe and windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemMeta {
+    pub key: String,
+    pub time: DateTime<Utc>,
+}
+
+/// What one pass over an item found.
+#[derive(Debug)]
+pub struct Scan {
+    pub meta: ItemMeta,
+    /// The item has a top-level `event_type` or `tenant_id` of its own: write
+    /// it through [`super::rename_reserved`].
+    pub reserved: bool,
+}
+
+impl Source {
+    /// The dedupe key and the window time of one item, or why it has none:
+    /// the key field's text without case, with the time when the key says so.
+    /// Also reads our own lines back (crash recovery), whose `event_type` and
+    /// `tenant_id` are ours.
+    pub fn meta(&self, item: &str) -> Result<ItemMeta, String> {
+        self.read(item, None).map(|scan| scan.meta)
+    }
+
+    /// [`Source::meta`] for an item from the API, in the same single
+    /// pass: also refuses an item with a duplicate top-level key and notes
+    /// reserved ones. `names` is scratch space, reused between items.
+    pub fn scan(&self, item: &str, names: &mut Vec<u64>) -> Result<Scan, String> {
+        names.clear();
+        self.read(item, Some(names))
+    }
+
+    fn read(&self, item: &str, names: Option<&mut Vec<u64>>) -> Result<Scan, String> {
+        if !item.trim_start().starts_with('{') {
+            return Err("not a JSON object".to_string());
+        }
+        let Shape::Windowed(windowed) = &self.shape;
+        let (key_field, time_field) = (self.key.field, windowed.time_field);
+        let mut de = serde_json::Deserializer::from_str(item);
+        let found = de
+            .deserialize_map(ItemVisitor {
+                key_field,
+                time_field,
+                names,
+            })
+            .map_err(unreadable)?;
+        if found.duplicate_hash
+            && let Some(name) = duplicate_name(item)
+        {
+            return Err(format!("duplicate key {}", quoted(&name)));
+        }
+        let key = present(key_field, found.key)?;
+        let raw_time = present(time_field, found.time)?;
+        let time = (windowed.parse_time)(&raw_time)
+            .ok_or_else(|| format!("unreadable {time_field} {}", quoted(&raw_time)))?;
+        let key = if self.key.with_time {
+            format!("{}@{}", key.to_ascii_lowercase(), time.timestamp_micros())
+        } else {
+            key.to_ascii_lowercase()
+        };
+        Ok(Scan {
+            meta: ItemMeta { key, time },
+            reserved: found.reserved,
+        })
+    }
+
+    /// Why an item's (valid) time cannot be placed, if it cannot: before
+    /// [`EARLIEST_EVENT`] or more than [`MAX_AHEAD`] after the run started.
+    pub fn implausible_time(&self, time: DateTime<Utc>, started: DateTime<Utc>) -> Option<String> {
+        let field = self.time_field();
+        if time < EARLIEST_EVENT {
+            Some(format!(
+                "{field} {} is before {}",
+                crate::timefmt::display(time),
+                crate::timefmt::display(EARLIEST_EVENT)
+            ))
+        } else if time > started + MAX_AHEAD {
+            Some(format!(
+                "{field} {} is more than a day after the run started",
+                crate::timefmt::display(time)
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// A field's text, or why there is none.
+fn present<'a>(field: &str, value: Option<Option<Text<'a>>>) -> Result<Cow<'a, str>, String> {
+    match value {
+        None => Err(format!("no {field}")),
+        Some(None) => Err(format!("{field} is null")),
+        Some(Some(Text(text))) => Ok(text),
+    }
+}
+
+/// A JSON string, borrowed from the item when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_string())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// What [`ItemVisitor`] found: each field `None` when missing, `Some(None)`
+/// when null.
+#[derive(Default)]
+struct Found<'a> {
+    key: Option<Option<Text<'a>>>,
+    time: Option<Option<Text<'a>>>,
+    reserved: bool,
+    /// Two top-level names have one signature: maybe a duplicate key, to confirm.
+    duplicate_hash: bool,
+}
+
+/// One pass over the top level of an item: the two fields it needs, the
+/// other values skipped unread, and (with `names`) a signature of every key name.
+struct ItemVisitor<'s> {
+    key_field: &'static str,
+    time_field: &'static str,
+    names: Option<&'s mut Vec<u64>>,
+}
+
+impl<'de> Visitor<'de> for ItemVisitor<'_> {
+    type Value = Found<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found<'de>, A::Error> {
+        let mut found = Found::default();
+        let mut names = self.names;
+        while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+            if name == self.key_field {
+                found.key = Some(map.next_value()?);
+            } else if name == self.time_field {
+                found.time = Some(map.next_value()?);
+            } else {
+                found.reserved |= RESERVED.iter().any(|(reserved, _)| name == *reserved);
+                map.next_value::<IgnoredAny>()?;
+            }
+            if let Some(names) = names.as_deref_mut() {
+                names.push(name_signature(name.as_bytes()));
+            }
+        }
+        if let Some(names) = names {
+            names.sort_unstable();
+            found.duplicate_hash = names.windows(2).any(|pair| pair[0] == pair[1]);
+        }
+        Ok(found)
+    }
+}
+
+/// A cheap signature of a key name: its length and its first and last eight
+/// bytes. Distinct names rarely match (a match is only confirmed the slow
+/// way); reading every byte of every name would cost more than the rest of
+/// the scan.
+fn name_signature(name: &[u8]) -> u64 {
+    let word = |bytes: &[u8]| {
+        let mut padded = [0u8; 8];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(padded)
+    };
+    let head = word(&name[..name.len().min(8)]);
+    let tail = word(&name[name.len().saturating_sub(8)..]);
+    [head, tail]
+        .into_iter()
+        .fold(name.len() as u64, |hash, part| {
+            (hash ^ part).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        })
+}
+
+/// The top-level entries of an object item, in order, values as they came.
+pub(super) struct Entries<'a>(pub(super) Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+                    entries.push((name, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+/// The first top-level key name an item repeats (the slow check behind a
+/// hash match in [`Source::scan`]).
+fn duplicate_name(item: &str) -> Option<String> {
+    let Entries(entries) = serde_json::from_str(item).ok()?;
+    entries.iter().enumerate().find_map(|(at, (name, _))| {
+        entries[..at]
+            .iter()
+            .any(|(earlier, _)| earlier == name)
+            .then(|| name.to_string())
+    })
+}
+
+/// Why an item could not be read. serde_json quotes (escapes) the server
+/// text it shows; the length is capped here.
+pub(super) fn unreadable(err: serde_json::Error) -> String {
+    const MAX_CHARS: usize = 200;
+    let text = err.to_string();
+    let mut shown: String = text.chars().take(MAX_CHARS).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    format!("unreadable item: {shown}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{SourceKind, line_prefix, push_line, rename_reserved};
+
+    const THREATS: SourceKind = &super::super::threats::SOURCE;
+    const DETECTIONS: SourceKind = &super::super::detections::SOURCE;
+
+    fn raw(text: &str) -> &str {
+        text
+    }
+
+    #[test]
+    fn threat_key_is_sha256_and_last_found_in_any_spelling() {
+        let a = THREATS
+            .meta(raw(r#"{"sha256":"AB","last_found":"2018-01-21T15:45:46"}"#))
+            .unwrap();
+        let b = THREATS
+            .meta(raw(
+                r#"{"sha256":"ab","last_found":"2018-01-21T15:45:46.000Z"}"#,
+            ))
+            .unwrap();
+        assert_eq!(a, b);
+        let later = THREATS
+            .meta(raw(r#"{"sha256":"ab","last_found":"2018-01-21T15:45:47"}"#))
+            .unwrap();
+        assert_ne!(a.key, later.key);
+    }
+
+    #[test]
+    fn items_without_key_fields_are_refused_with_a_reason() {
+        let reason = |kind: SourceKind, item: &str| kind.scan(item, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            reason(DETECTIONS, r#"{"ReceivedTime":"2024-05-14T09:00:00.000Z"}"#),
+            "no Id"
+        );
+        assert_eq!(reason(THREATS, "[1]"), "not a JSON object");
+        assert_eq!(
+            reason(THREATS, r#"{"sha256":"ab","last_found":null}"#),
+            "last_found is null"
+        );
+        assert_eq!(
+            reason(THREATS, r#"{"sha256":"ab","last_found":"soon"}"#),
+            "unreadable last_found \"soon\""
+        );
+    }
+
+    #[test]
+    fn a_duplicate_top_level_key_is_refused_but_not_a_nested_one() {
+        let mut names = Vec::new();
+        let item = r#"{"sha256":"ab","x":{"a":1,"a":2},"last_found":"2024-05-14T09:00:00","name":1,"n\u0061me":2}"#;
+        assert_eq!(
+            THREATS.scan(item, &mut names).unwrap_err(),
+            "duplicate key \"name\""
+        );
+        let nested = r#"{"sha256":"ab","x":{"a":1,"a":2},"last_found":"2024-05-14T09:00:00"}"#;
+        assert!(!THREATS.scan(nested, &mut names).unwrap().reserved);
+    }
+
+    #[test]
+    fn own_event_type_and_tenant_id_are_renamed_values_kept() {
+        let item = r#"{"tenant_id": "other", "Id":"d1","event_type":{"x": [1]},"ReceivedTime":"2024-05-14T09:00:00.000Z"}"#;
+        let scan = DETECTIONS.scan(item, &mut Vec::new()).unwrap();
+        assert!(scan.reserved);
+        let renamed = rename_reserved(item).unwrap();
+        assert_eq!(
+            renamed,
+            r#"{"api_tenant_id":"other","Id":"d1","api_event_type":{"x": [1]},"ReceivedTime":"2024-05-14T09:00:00.000Z"}"#
+        );
+        assert_eq!(
+            rename_reserved(r#"{"tenant_id":1,"api_tenant_id":2}"#).unwrap_err(),
+            "duplicate key \"api_tenant_id\" after renaming"
+        );
+        // The written line reads back for crash recovery (output.rs): it
+        // starts with our prefix, and its key and time are found again.
+        let mut line = Vec::new();
+        let prefix = line_prefix(DETECTIONS, "t-1");
+        push_line(&mut line, &prefix, &renamed);
+        assert!(line.starts_with(prefix.as_bytes()));
+        let text = std::str::from_utf8(&line).unwrap();
+        assert_eq!(DETECTIONS.meta(text).unwrap().key, "d1");
+    }
+
+    #[test]
+    fn times_before_2000_or_a_day_ahead_are_implausible() {
+        let started = DateTime::parse_from_rfc3339("2024-05-14T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let kind = THREATS;
+        assert!(kind.implausible_time(EARLIEST_EVENT, started).is_none());
+        assert!(
+            kind.implausible_time(EARLIEST_EVENT - TimeDelta::seconds(1), started)
+                .is_some()
+        );
+        assert!(
+            kind.implausible_time(started + MAX_AHEAD, started)
+                .is_none()
+        );
+        assert!(
+            kind.implausible_time(started + MAX_AHEAD + TimeDelta::seconds(1), started)
+                .is_some()
+        );
+    }
+}

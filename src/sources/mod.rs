@@ -1,0 +1,232 @@
+//! What a source says about itself, and the list of all sources.
+//!
+//! A source is one small module (`threats.rs`, `detections.rs`) holding one
+//! [`Source`]: its name, endpoint, privilege, page size, how its list is
+//! asked for and read ([`Shape`]), which items are one event ([`Key`]) and
+//! its per-item [`Lookup`]. Everything else (paging, windows, dedupe,
+//! writing, checkpoint, metrics, help text) works from that description and
+//! from [`ALL`], so adding a source is its module plus one line in [`ALL`].
+//!
+//! `item.rs` reads an item once for its key and time; `line.rs` turns it
+//! into an output line. Both take their field names from the description.
+
+mod detections;
+mod item;
+mod line;
+mod threats;
+
+pub use line::{line_prefix, push_line, push_one_line, rename_reserved};
+
+use crate::api::ListRequest;
+use crate::timefmt::{detection_query_time, threat_query_time};
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Every source, in the order of the default `--sources`.
+pub static ALL: &[SourceKind] = &[&threats::SOURCE, &detections::SOURCE];
+
+/// The handle the rest of the code passes around: the source's description.
+pub type SourceKind = &'static Source;
+
+/// The source named `name` in `--sources` or the checkpoint (any case).
+pub fn from_name(name: &str) -> Option<SourceKind> {
+    ALL.iter()
+        .copied()
+        .find(|source| source.name.eq_ignore_ascii_case(name))
+}
+
+/// The names of all sources, for help text and errors: `threats, detections`.
+pub fn names(separator: &str) -> String {
+    let names: Vec<&str> = ALL.iter().map(|source| source.name).collect();
+    names.join(separator)
+}
+
+/// How much wider than our window we ask the server for: its bounds may be
+/// inclusive or exclusive and its clock is not ours. We keep exactly our
+/// half-open window on the client.
+pub const SERVER_WINDOW_PAD: TimeDelta = TimeDelta::seconds(60);
+
+/// One source, as the rest of the program needs to know it.
+#[derive(Debug)]
+pub struct Source {
+    /// The name in `--sources`, the checkpoint, metrics and messages.
+    pub name: &'static str,
+    /// The `event_type` of its output lines.
+    pub event_type: &'static str,
+    /// The list endpoint, paged with `page` and `page_size`.
+    pub path: &'static str,
+    /// The privilege the API application needs for the list.
+    pub privilege: &'static str,
+    /// Items asked for per page.
+    pub page_size: u32,
+    pub key: Key,
+    pub shape: Shape,
+    /// A request per new item whose answer its line carries; `None` for all
+    /// sources yet.
+    pub lookup: Option<Lookup>,
+}
+
+/// Sources are one each: the same name is the same source.
+impl PartialEq for Source {
+    fn eq(&self, other: &Source) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Source {}
+
+/// How a source's list is asked for and read. Each variant is a different
+/// run policy in `run.rs`; a snapshot source (the device inventory: no
+/// window, every page, at most once per interval) becomes a second variant.
+#[derive(Debug)]
+pub enum Shape {
+    /// Events in time: each run asks for a window of the time field.
+    Windowed(Windowed),
+}
+
+/// How a windowed list is asked for and read.
+#[derive(Debug)]
+pub struct Windowed {
+    /// The query parameters that carry the window's start and end.
+    pub start_param: &'static str,
+    pub end_param: &'static str,
+    /// How the endpoint wants those times written.
+    pub query_time: QueryTime,
+    /// Further fixed query parameters, after the window's.
+    pub extra: &'static [(&'static str, &'static str)],
+    /// The item field the window applies to.
+    pub time_field: &'static str,
+    /// How that field's text is read.
+    pub parse_time: fn(&str) -> Option<DateTime<Utc>>,
+    pub order: Order,
+}
+
+/// The time formats endpoints accept in a query.
+#[derive(Debug, Clone, Copy)]
+pub enum QueryTime {
+    /// `2024-05-14T09:00:00`, UTC, whole seconds.
+    ZoneLess,
+    /// `2024-05-14T09:00:00.000Z`.
+    Millis,
+}
+
+impl QueryTime {
+    fn format(self, time: DateTime<Utc>) -> String {
+        match self {
+            QueryTime::ZoneLess => threat_query_time(time),
+            QueryTime::Millis => detection_query_time(time),
+        }
+    }
+}
+
+/// What a list's order promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Documented newest first: paging may stop at the first page wholly
+    /// older than the window.
+    NewestFirst,
+    /// Not documented (or only a default): every page is read.
+    Unknown,
+}
+
+/// Which items are one event, for dedupe.
+#[derive(Debug)]
+pub struct Key {
+    /// The item field holding its identity (a string, compared without case).
+    pub field: &'static str,
+    /// The same identity at another time is another event (a threat found
+    /// again later): the key includes the item's time.
+    pub with_time: bool,
+}
+
+/// A request per new item whose answer its line carries under an added key
+/// (the devices a threat was found on, a detection's details). None exists
+/// yet: with no variant, `None` is the only value, and adding one makes the
+/// compiler point at the place in `run.rs` that must perform it.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup {}
+
+impl Source {
+    /// The query parameters asking for `[from, to)`, padded on both sides by
+    /// [`SERVER_WINDOW_PAD`].
+    pub fn window_query(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<(&'static str, String)> {
+        let Shape::Windowed(windowed) = &self.shape;
+        let (start, end) = (from - SERVER_WINDOW_PAD, to + SERVER_WINDOW_PAD);
+        let mut query = vec![
+            (windowed.start_param, windowed.query_time.format(start)),
+            (windowed.end_param, windowed.query_time.format(end)),
+        ];
+        query.extend(
+            windowed
+                .extra
+                .iter()
+                .map(|(name, value)| (*name, value.to_string())),
+        );
+        query
+    }
+
+    /// The field whose time the window applies to, for messages.
+    pub fn time_field(&self) -> &'static str {
+        let Shape::Windowed(windowed) = &self.shape;
+        windowed.time_field
+    }
+
+    /// Whether paging may stop once the items are older than the window.
+    pub fn newest_first(&self) -> bool {
+        let Shape::Windowed(windowed) = &self.shape;
+        windowed.order == Order::NewestFirst
+    }
+
+    /// The request for one of this source's list pages, with `filters` (the
+    /// window, or none for `check`).
+    pub fn list_request<'a>(&self, filters: &'a [(&'static str, String)]) -> ListRequest<'a> {
+        ListRequest {
+            path: self.path,
+            privilege: self.privilege,
+            page_size: self.page_size,
+            filters,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found_in_any_case() {
+        for source in ALL {
+            assert_eq!(from_name(&source.name.to_uppercase()), Some(*source));
+            assert_eq!(ALL.iter().filter(|s| s.name == source.name).count(), 1);
+        }
+        assert_eq!(from_name("memory"), None);
+    }
+
+    #[test]
+    fn window_query_pads_both_ends_and_adds_the_fixed_parameters() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let (from, to) = (at("2024-05-14T09:00:00Z"), at("2024-05-14T10:00:00Z"));
+        assert_eq!(
+            threats::SOURCE.window_query(from, to),
+            [
+                ("start_time", "2024-05-14T08:59:00".to_string()),
+                ("end_time", "2024-05-14T10:01:00".to_string())
+            ]
+        );
+        assert_eq!(
+            detections::SOURCE.window_query(from, to),
+            [
+                ("start", "2024-05-14T08:59:00.000Z".to_string()),
+                ("end", "2024-05-14T10:01:00.000Z".to_string()),
+                ("sort", "-ReceivedTime".to_string())
+            ]
+        );
+    }
+}
