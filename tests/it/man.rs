@@ -82,6 +82,14 @@ const FILES: &[(&str, &str)] = &[
         "The run lock; one run at a time per state directory.",
     ),
     (
+        "STATE_DIR/appending",
+        "Present while a run has appended lines its checkpoint does not cover yet; the next run then reads the output's tail to recover them. Do not delete it by hand.",
+    ),
+    (
+        "STATE_DIR/rejected.jsonl",
+        "Items the API sent that could not be placed (no key, no valid time, not an object...), one JSON line each with source, page and reason; only ever appended to.",
+    ),
+    (
         "/var/log/cylance-logs/cylance-protect.log",
         "The output under the systemd units (LogsDirectory=cylance-logs).",
     ),
