@@ -17,7 +17,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 /// parse the command line and to generate the man page and completions.
 pub fn command() -> clap::Command {
     let names = crate::sources::names(", ");
-    let default = crate::sources::names(",");
+    let default = crate::sources::default_names(",");
     // `mut_args`, not `mut_arg`: that one moves the option to the end of
     // the help.
     Cli::command().mut_args(|arg| {
@@ -143,6 +143,12 @@ pub struct GlobalOptions {
     /// [env: CYLANCE_LOGS_INITIAL_LOOKBACK]
     #[arg(long, global = true, value_name = "DURATION")]
     pub initial_lookback: Option<String>,
+
+    /// Take a device inventory snapshot (source `devices`) at most this often; the first
+    /// poll with the source enabled takes one. Default: 24h; 1m to 3650d.
+    /// [env: CYLANCE_LOGS_DEVICES_EVERY]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub devices_every: Option<String>,
 
     /// How far before the cursor each poll looks again, for late arrivals. Default: 10m; at
     /// most 1d.
