@@ -145,7 +145,7 @@ pub struct GlobalOptions {
     pub initial_lookback: Option<String>,
 
     /// Take a device inventory snapshot (source `devices`) at most this often; the first
-    /// poll with the source enabled takes one. Default: 24h; 1m to 3650d.
+    /// poll with the source enabled takes one. Default: 24h; 1s to 3650d.
     /// [env: CYLANCE_LOGS_DEVICES_EVERY]
     #[arg(long, global = true, value_name = "DURATION")]
     pub devices_every: Option<String>,

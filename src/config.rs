@@ -32,9 +32,9 @@ use std::time::Duration;
 pub const MAX_LOOKBACK: Duration = Duration::from_secs(3650 * 86_400);
 /// Largest `--overlap`: a day.
 pub const MAX_OVERLAP: Duration = Duration::from_secs(86_400);
-/// The device snapshot interval's bounds: more often than a minute would
-/// be a snapshot per timer run.
-pub const MIN_DEVICES_EVERY: Duration = Duration::from_secs(60);
+/// The device snapshot interval's bounds: below a second, every run would
+/// take one under the same whole-second time as the last.
+pub const MIN_DEVICES_EVERY: Duration = Duration::from_secs(1);
 pub const MAX_DEVICES_EVERY: Duration = MAX_LOOKBACK;
 /// Largest `--timeout`: 10 minutes.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);

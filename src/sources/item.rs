@@ -355,6 +355,24 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_number_key_is_read_as_its_digits() {
+        let memory = crate::sources::from_name("memory-protection").unwrap();
+        let number = memory
+            .meta(r#"{"device_image_file_event_id":12345,"created":"2024-05-14T09:00:00"}"#)
+            .unwrap();
+        let text = memory
+            .meta(r#"{"device_image_file_event_id":"12345","created":"2024-05-14T09:00:00.5Z"}"#)
+            .unwrap();
+        assert_eq!(number.key, text.key);
+        assert_eq!(number.key, "12345");
+        assert!(
+            memory
+                .meta(r#"{"device_image_file_event_id":1.5,"created":"2024-05-14T09:00:00"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn items_without_key_fields_are_refused_with_a_reason() {
         let reason = |kind: SourceKind, item: &str| kind.scan(item, &mut Vec::new()).unwrap_err();
         assert_eq!(
