@@ -471,3 +471,31 @@ fn a_state_dir_from_the_release_before_issue_12_carries_on() {
         "starts at its initial lookback: {since}"
     );
 }
+
+#[test]
+fn a_snapshot_killed_mid_way_is_completed_by_the_next_run_each_device_once() {
+    let env = TestEnv::new();
+    env.fake.add_devices(devices(0, 450, 1)); // 3 pages of 200
+    env.fake
+        .push_fault_at(DEVICES, 3, Fault::Delay(std::time::Duration::from_secs(4)));
+    let args = ["poll", "--sources", "devices", "--concurrency", "1"];
+    let mut child = env.spawn(&args);
+    // Pages 1 and 2 are written while page 3 hangs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(env.output()).map_or(0, |t| t.lines().count()) < 400 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pages 1 and 2 never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    assert_eq!(env.finish(child).code, -1);
+    let first = device_lines(&env);
+    assert_eq!(first.len(), 400);
+    env.run(&args).expect(0);
+    let lines = device_lines(&env);
+    assert_eq!(lines.len(), 450);
+    assert_each_once(&lines);
+    assert_eq!(snapshot_time_of(&lines), snapshot_time_of(&first));
+}
