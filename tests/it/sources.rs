@@ -499,3 +499,35 @@ fn a_snapshot_killed_mid_way_is_completed_by_the_next_run_each_device_once() {
     assert_each_once(&lines);
     assert_eq!(snapshot_time_of(&lines), snapshot_time_of(&first));
 }
+
+/// A device registered while the list is read changes its size: the list is
+/// read again, so the new device is in the snapshot too, and each device once.
+#[test]
+fn a_list_that_changes_during_the_snapshot_is_read_again() {
+    let env = TestEnv::new();
+    env.fake.add_devices(devices(0, 450, 1)); // 3 pages of 200
+    env.fake.push_fault_at(
+        DEVICES,
+        2,
+        Fault::Delay(std::time::Duration::from_millis(1500)),
+    );
+    let args = ["poll", "--sources", "devices", "--concurrency", "1"];
+    let child = env.spawn(&args);
+    // Registered after page 1 was served, before page 2 is.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.fake.count(DEVICES) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "page 2 never asked for"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let newcomer = device(5_000, &threat_time(minutes_ago(0)));
+    env.fake.add_devices(vec![newcomer.clone()]);
+    env.finish(child).expect(0);
+    assert_eq!(env.fake.count(DEVICES), 6, "two readings of 3 pages");
+    let lines = device_lines(&env);
+    assert_each_once(&lines);
+    assert_eq!(lines.len(), 451);
+    assert!(lines.iter().any(|l| l["id"] == newcomer["id"]));
+}
