@@ -531,3 +531,64 @@ fn a_list_that_changes_during_the_snapshot_is_read_again() {
     assert_eq!(lines.len(), 451);
     assert!(lines.iter().any(|l| l["id"] == newcomer["id"]));
 }
+
+/// The snapshot's time is committed before its first line: a run that dies
+/// between appending page 1 and committing it leaves a checkpoint that
+/// already names the snapshot, and the next run completes it under that
+/// time, finding page 1's lines in the output.
+#[test]
+fn a_run_dying_before_its_first_snapshot_commit_is_completed_under_that_time() {
+    let env = TestEnv::new();
+    env.fake.add_devices(devices(0, 450, 1)); // 3 pages of 200
+    env.fake.push_fault_at(
+        DEVICES,
+        1,
+        Fault::Delay(std::time::Duration::from_millis(800)),
+    );
+    for _ in 0..5 {
+        env.fake.push_fault_at(DEVICES, 2, Fault::Html(503));
+    }
+    let args = ["poll", "--sources", "devices", "--concurrency", "1"];
+    let child = env.spawn(&args);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.fake.count(DEVICES) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "page 1 never asked for"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The checkpoint as it is while page 1 is on its way: what a crash
+    // right after page 1's append would leave.
+    let before_page_1 = std::fs::read(env.checkpoint_path()).unwrap();
+    env.finish(child).expect(75);
+    assert_eq!(device_lines(&env).len(), 200);
+    std::fs::write(env.checkpoint_path(), &before_page_1).unwrap();
+    std::fs::write(env.state_dir().join("lock"), "pid 1 poll started earlier\n").unwrap();
+    env.run(&args).expect(0);
+    let lines = device_lines(&env);
+    assert_each_once(&lines);
+    assert_eq!(snapshot_time_of(&lines).len(), 1, "one snapshot");
+    assert_eq!(lines.len(), 450);
+}
+
+#[test]
+fn check_lists_each_enabled_source_with_its_privilege() {
+    let env = TestEnv::new();
+    env.fake.add_devices(devices(0, 5, 1));
+    env.fake
+        .add_memory_protection(memory_protection_events(0, 2, 5));
+    let out = env
+        .run(&["check", "--sources", "memory-protection,devices"])
+        .expect(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[2].starts_with(
+            "memory-protection (memoryprotection:list): ok, 2 items in all, newest created "
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[3], "devices (device:list): ok, 5 items in all");
+    assert!(!env.output().exists(), "check writes no output");
+}
