@@ -35,8 +35,8 @@ pub fn command() -> clap::Command {
 #[command(
     name = "cylance-logs",
     version,
-    about = "Poll Cylance PROTECT threats and detections into a JSON-lines log file, exactly once.",
-    long_about = "Poll Cylance PROTECT threats and detections into a JSON-lines log file, exactly once.\n\n\
+    about = "Poll Cylance PROTECT threats, detections, memory protection and the device inventory into a JSON-lines log file, exactly once.",
+    long_about = "Poll Cylance PROTECT threats, detections, memory protection and the device inventory into a JSON-lines log file, exactly once.\n\n\
         Meant to be run every minute by a systemd timer or cron. Each run takes a lock, reads its \
         checkpoint, fetches what changed since the last run, appends it to the output file under a \
         file lock and advances the checkpoint atomically.\n\n\
