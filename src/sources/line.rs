@@ -2,16 +2,18 @@
 //!
 //! The output line is the API item exactly as it came, bytes and field order
 //! included, with two keys put in front: `event_type` (from the source's
-//! description) and `tenant_id`.
+//! description) and `tenant_id`, and the keys the tool adds at the end (a
+//! device line's `snapshot_time`).
 //!
-//! The output contract for those two names: they are the tool's, and the only
+//! The output contract for the tool's names (`RESERVED`): they are the only
 //! top-level keys of those names on a line. An item that has its own
-//! top-level `event_type` or `tenant_id` keeps them as `api_event_type` and
-//! `api_tenant_id` (that item alone is re-serialized: same keys, order and
-//! values, but not its whitespace). No line has a duplicate top-level key: an
-//! item that has one is rejected (the real API never sends such items). Raw
-//! U+2028, U+2029 and U+0085 are written as `\u` escapes, the same JSON value,
-//! so that a line is one line also for readers that split on them.
+//! top-level key of such a name keeps it as `api_<name>` (`api_event_type`,
+//! `api_tenant_id`, `api_snapshot_time`; that item alone is re-serialized:
+//! same keys, order and values, but not its whitespace). No line has a
+//! duplicate top-level key: an item that has one is rejected (the real API
+//! never sends such items). Raw U+2028, U+2029 and U+0085 are written as `\u`
+//! escapes, the same JSON value, so that a line is one line also for readers
+//! that split on them.
 
 use super::SourceKind;
 use super::item::{Entries, unreadable};
