@@ -592,3 +592,30 @@ fn check_lists_each_enabled_source_with_its_privilege() {
     assert_eq!(lines[3], "devices (device:list): ok, 5 items in all");
     assert!(!env.output().exists(), "check writes no output");
 }
+
+#[test]
+fn devices_every_is_bounded_like_the_other_durations() {
+    let env = TestEnv::new();
+    let out = env
+        .run(&["poll", "--sources", "devices", "--devices-every", "0s"])
+        .expect(78);
+    assert!(
+        out.error_line().contains(
+            "--devices-every (or $CYLANCE_LOGS_DEVICES_EVERY) must be at least 1s, not 0s"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .command(&["poll", "--sources", "devices"])
+        .env("CYLANCE_LOGS_DEVICES_EVERY", "3651d")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("$CYLANCE_LOGS_DEVICES_EVERY: '3651d' is more than the largest accepted"),
+        "{stderr}"
+    );
+    assert_eq!(env.fake.count(DEVICES), 0);
+}
