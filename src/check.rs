@@ -59,22 +59,34 @@ pub fn check(
     for &kind in &settings.sources {
         match client.fetch_page(&kind.list_request(&[]), 1) {
             Ok(page) => {
-                let newest = page
-                    .items()
-                    .filter_map(|item| kind.meta(item).ok())
-                    .map(|meta| meta.time)
-                    .max();
+                // A snapshot's items have no time of their own.
+                let newest = if kind.is_snapshot() {
+                    String::new()
+                } else {
+                    let newest = page
+                        .items()
+                        .filter_map(|item| kind.meta(item).ok())
+                        .map(|meta| meta.time)
+                        .max();
+                    format!(
+                        ", newest {} {}",
+                        kind.time_field(),
+                        newest.map_or("(none)".to_string(), display)
+                    )
+                };
                 say(&format!(
-                    "{}: ok, {} items in all, newest {} {}",
+                    "{} ({}): ok, {} items in all{newest}",
                     kind.name,
+                    kind.privilege,
                     page.total_number_of_items
                         .map_or("an unknown number of".to_string(), |n| n.to_string()),
-                    kind.time_field(),
-                    newest.map_or("(none)".to_string(), display)
                 ))?;
             }
             Err(err) => {
-                say(&format!("{}: FAILED: {err:#}", kind.name))?;
+                say(&format!(
+                    "{} ({}): FAILED: {err:#}",
+                    kind.name, kind.privilege
+                ))?;
                 failed += 1;
                 first_failure.get_or_insert(err);
             }

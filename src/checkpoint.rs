@@ -74,6 +74,22 @@ pub struct SourceState {
     /// neither warns nor keeps them twice (see `run.rs` for the bound).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<RejectedKey>,
+    /// A snapshot source's (devices) latest snapshot. Its `seen` holds the
+    /// keys written of that snapshot while it is incomplete. Absent for
+    /// windowed sources; added after format 1's first release, which reads
+    /// it as absent (no format change: no release misreads a file with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotState>,
+}
+
+/// A snapshot source's latest snapshot.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotState {
+    /// The `snapshot_time` of its lines (whole seconds), committed before
+    /// its first line is written, so that a run completing it uses the same.
+    pub time: DateTime<Utc>,
+    /// Every page was read; an incomplete one is completed by the next run.
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -315,6 +331,7 @@ impl SourceState {
             seen: Vec::new(),
             rejected_total: 0,
             rejected: Vec::new(),
+            snapshot: None,
         }
     }
 

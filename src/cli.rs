@@ -17,7 +17,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 /// parse the command line and to generate the man page and completions.
 pub fn command() -> clap::Command {
     let names = crate::sources::names(", ");
-    let default = crate::sources::names(",");
+    let default = crate::sources::default_names(",");
     // `mut_args`, not `mut_arg`: that one moves the option to the end of
     // the help.
     Cli::command().mut_args(|arg| {
@@ -35,8 +35,8 @@ pub fn command() -> clap::Command {
 #[command(
     name = "cylance-logs",
     version,
-    about = "Poll Cylance PROTECT threats and detections into a JSON-lines log file, exactly once.",
-    long_about = "Poll Cylance PROTECT threats and detections into a JSON-lines log file, exactly once.\n\n\
+    about = "Poll Cylance PROTECT threats, detections, memory protection and the device inventory into a JSON-lines log file, exactly once.",
+    long_about = "Poll Cylance PROTECT threats, detections, memory protection and the device inventory into a JSON-lines log file, exactly once.\n\n\
         Meant to be run every minute by a systemd timer or cron. Each run takes a lock, reads its \
         checkpoint, fetches what changed since the last run, appends it to the output file under a \
         file lock and advances the checkpoint atomically.\n\n\
@@ -143,6 +143,12 @@ pub struct GlobalOptions {
     /// [env: CYLANCE_LOGS_INITIAL_LOOKBACK]
     #[arg(long, global = true, value_name = "DURATION")]
     pub initial_lookback: Option<String>,
+
+    /// Take a device inventory snapshot (source `devices`) at most this often; the first
+    /// poll with the source enabled takes one. Default: 24h; 1s to 3650d.
+    /// [env: CYLANCE_LOGS_DEVICES_EVERY]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub devices_every: Option<String>,
 
     /// How far before the cursor each poll looks again, for late arrivals. Default: 10m; at
     /// most 1d.

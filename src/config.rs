@@ -32,6 +32,10 @@ use std::time::Duration;
 pub const MAX_LOOKBACK: Duration = Duration::from_secs(3650 * 86_400);
 /// Largest `--overlap`: a day.
 pub const MAX_OVERLAP: Duration = Duration::from_secs(86_400);
+/// The device snapshot interval's bounds: below a second, every run would
+/// take one under the same whole-second time as the last.
+pub const MIN_DEVICES_EVERY: Duration = Duration::from_secs(1);
+pub const MAX_DEVICES_EVERY: Duration = MAX_LOOKBACK;
 /// Largest `--timeout`: 10 minutes.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest `--lock-wait`: a day.
@@ -142,6 +146,8 @@ pub struct RunSettings {
     pub sources: Vec<SourceKind>,
     pub initial_lookback: Duration,
     pub overlap: Duration,
+    /// At most one device snapshot per this interval.
+    pub devices_every: Duration,
     pub lock_wait: Duration,
     /// `None`: no limit.
     pub max_runtime: Option<Duration>,
@@ -676,7 +682,7 @@ impl<'a> Resolver<'a> {
     fn run(&self, max_runtime_default: Option<Duration>) -> Result<RunSettings> {
         let o = self.options;
         let sources = match self.lookup(&o.sources, "--sources", "CYLANCE_LOGS_SOURCES")? {
-            None => (sources::ALL.to_vec(), Origin::Default("")),
+            None => (sources::defaults(), Origin::Default("")),
             Some((list, origin)) => (
                 parse_sources(&list).map_err(|why| config_error(format!("{origin}: {why}")))?,
                 origin,
@@ -699,6 +705,20 @@ impl<'a> Resolver<'a> {
             Duration::from_secs(600),
             MAX_OVERLAP,
         )?;
+        let devices_every = self.duration(
+            &o.devices_every,
+            "--devices-every",
+            "CYLANCE_LOGS_DEVICES_EVERY",
+            Duration::from_secs(24 * 3600),
+            MAX_DEVICES_EVERY,
+        )?;
+        if devices_every < MIN_DEVICES_EVERY {
+            return Err(config_error(format!(
+                "--devices-every (or $CYLANCE_LOGS_DEVICES_EVERY) must be at least {}, not {}",
+                display_duration(MIN_DEVICES_EVERY),
+                display_duration(devices_every)
+            )));
+        }
         let lock_wait = self.duration(
             &o.lock_wait,
             "--lock-wait",
@@ -741,6 +761,7 @@ impl<'a> Resolver<'a> {
             sources,
             initial_lookback,
             overlap,
+            devices_every,
             lock_wait,
             max_runtime,
             concurrency,

@@ -1,5 +1,5 @@
-//! cylance-logs: poll Cylance PROTECT threats and detections into a JSON-lines
-//! file, exactly once.
+//! cylance-logs: poll Cylance PROTECT threats, detections, memory protection and
+//! the device inventory into a JSON-lines file, exactly once.
 //!
 //! This file only parses and dispatches: `main_with_args` parses the flags
 //! (`cli`), resolves the settings of the one command being run (`config`,

@@ -24,7 +24,7 @@
 //! goes on. Only placed items' times end a newest-first list early.
 
 use crate::api::ApiClient;
-use crate::checkpoint::{self, Checkpoint, RejectedKey, RunRecord, SourceState};
+use crate::checkpoint::{self, Checkpoint, RejectedKey, RunRecord, SnapshotState, SourceState};
 use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
 use crate::error::{ExitKind, exit_code_of, fail};
@@ -35,12 +35,14 @@ use crate::pager::{Flow, List, PageAt, Pager};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
 use crate::sources::{
-    self, SERVER_WINDOW_PAD, SourceKind, line_prefix, push_line, push_one_line, rename_reserved,
+    self, SERVER_WINDOW_PAD, SNAPSHOT_TIME_KEY, SourceKind, line_prefix, push_line,
+    push_line_added, push_one_line, rename_reserved,
 };
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Timelike, Utc};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::Write;
@@ -54,6 +56,9 @@ use std::time::Instant;
 const MAX_PAGES_PER_SLICE: u64 = 50;
 /// Windows are not split below this length.
 const MIN_SLICE: TimeDelta = TimeDelta::minutes(1);
+/// A snapshot's list is read again while its size changes during a
+/// reading, at most this many readings in all.
+const MAX_SNAPSHOT_PASSES: u32 = 3;
 
 /// The dead-letter file in the state directory: one JSON line per item that
 /// could not be placed.
@@ -80,6 +85,18 @@ enum Direction {
 
 /// Keys already written, with their event times, for dedupe.
 type Seen = HashMap<String, DateTime<Utc>>;
+
+/// Which of a page's items are written, and with what time.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// Exactly those whose time lies in `[start, end)`.
+    Window {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    /// All, with the snapshot's time (a snapshot source).
+    Snapshot(DateTime<Utc>),
+}
 
 /// What one page did.
 #[derive(Debug, Default)]
@@ -313,9 +330,18 @@ impl Run {
             if !self.sources[at].fetched {
                 continue;
             }
-            match self.job {
-                Job::Poll => self.poll_source(at)?,
-                Job::Backfill { since, until } => self.backfill_source(at, since, until)?,
+            let kind = self.sources[at].kind;
+            match (self.job, kind.is_snapshot()) {
+                (Job::Poll, false) => self.poll_source(at)?,
+                (Job::Backfill { since, until }, false) => {
+                    self.backfill_source(at, since, until)?;
+                }
+                (Job::Poll, true) => self.snapshot_source(at)?,
+                (Job::Backfill { .. }, true) => crate::info!(
+                    "{}: a snapshot has no time window, so backfill skips it; polls take one \
+                     every --devices-every",
+                    kind.name
+                ),
             }
         }
         Ok(())
@@ -426,7 +452,7 @@ impl Run {
         let (mut written, mut split_at) = (0, None);
         self.pager.clone().read(&list, |at_page| {
             let (number, more, total_pages) = (at_page.number, at_page.more, at_page.total_pages);
-            let outcome = self.process_page(at, start, end, at_page)?;
+            let outcome = self.process_page(at, Place::Window { start, end }, at_page)?;
             written += outcome.written;
             let too_big = number == 1
                 && more
@@ -495,6 +521,117 @@ impl Run {
         Ok(())
     }
 
+    /// A snapshot source (devices), in a poll: a snapshot when one is due
+    /// (none yet, or the last one complete and `--devices-every` old), or
+    /// the completion of one a run left incomplete, under its time.
+    ///
+    /// The snapshot's time is committed before its first line, and the keys
+    /// written (`id@time`) at each page that wrote: after a crash, those and
+    /// the keys the output's recovery finds past the commit are skipped, so
+    /// each item is written once per snapshot. The list is read to its end;
+    /// an item shifted to a later page by a newer one (the list is newest
+    /// registration first) is met twice and written once. When the list's
+    /// size changes during a reading (an item removed shifts later ones to
+    /// pages already read), it is read again, dedupe skipping what is written.
+    fn snapshot_source(&mut self, at: usize) -> Result<()> {
+        let kind = self.sources[at].kind;
+        let every = to_delta(self.settings.devices_every);
+        let previous = self
+            .checkpoint
+            .source(kind)
+            .and_then(|state| state.snapshot);
+        let time = match previous {
+            Some(snapshot) if !snapshot.complete => {
+                crate::info!(
+                    "{}: completing the snapshot of {}, which an earlier run left incomplete",
+                    kind.name,
+                    display(snapshot.time)
+                );
+                snapshot.time
+            }
+            Some(snapshot) if self.started < snapshot.time + every => {
+                crate::debug!(
+                    "{}: the last snapshot is of {}; the next is due at {}",
+                    kind.name,
+                    display(snapshot.time),
+                    display(snapshot.time + every)
+                );
+                return Ok(());
+            }
+            _ => {
+                let time = self
+                    .started
+                    .with_nanosecond(0)
+                    .expect("zero nanoseconds is valid");
+                let state = self
+                    .checkpoint
+                    .sources
+                    .entry(kind.name.to_string())
+                    .or_insert_with(|| SourceState::empty_at(time));
+                state.cursor = state.cursor.max(time);
+                state.snapshot = Some(SnapshotState {
+                    time,
+                    complete: false,
+                });
+                self.sources[at].seen.clear();
+                // Before the first line: a run completing this snapshot
+                // must know its time.
+                self.commit()?;
+                time
+            }
+        };
+        // Keys of other snapshots never come again.
+        self.sources[at].seen.retain(|_, seen_at| *seen_at == time);
+        for pass in 1..=MAX_SNAPSHOT_PASSES {
+            if self.snapshot_pass(at, time)? {
+                break;
+            }
+            if pass == MAX_SNAPSHOT_PASSES {
+                crate::warn!(
+                    "{}: the list kept changing while it was read {MAX_SNAPSHOT_PASSES} times; \
+                     the snapshot of {} may lack an item added or removed meanwhile",
+                    kind.name,
+                    display(time)
+                );
+            } else {
+                crate::debug!(
+                    "{}: the list changed while it was read; reading it again",
+                    kind.name
+                );
+            }
+        }
+        let state = self.checkpoint_state(kind);
+        state.snapshot = Some(SnapshotState {
+            time,
+            complete: true,
+        });
+        state.last_success = Some(Utc::now());
+        self.sources[at].seen.clear();
+        self.commit()
+    }
+
+    /// One reading of a snapshot's whole list; commits after each page that
+    /// wrote. Whether the list's size stayed the same throughout.
+    fn snapshot_pass(&mut self, at: usize, time: DateTime<Utc>) -> Result<bool> {
+        let kind = self.sources[at].kind;
+        let list = List {
+            source: kind,
+            query: Vec::new(),
+        };
+        let (mut first_size, mut stable) = (None, true);
+        self.pager.clone().read(&list, |at_page| {
+            let size = (at_page.page.total_number_of_items, at_page.total_pages);
+            stable &= *first_size.get_or_insert(size) == size;
+            let outcome = self.process_page(at, Place::Snapshot(time), at_page)?;
+            if outcome.written > 0 {
+                self.checkpoint_state(kind).events_written += outcome.written;
+                self.commit()?;
+            }
+            Ok(Flow::Next)
+        })?;
+        Ok(stable)
+    }
+
     fn checkpoint_state(&mut self, kind: SourceKind) -> &mut SourceState {
         self.checkpoint
             .sources
@@ -511,8 +648,7 @@ impl Run {
     fn process_page(
         &mut self,
         at: usize,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
+        place: Place,
         at_page: PageAt<'_>,
     ) -> Result<PageOutcome> {
         let PageAt {
@@ -528,7 +664,14 @@ impl Run {
             match lookup {}
         }
         let prefix = line_prefix(kind, &self.tenant_id);
-        let (padded_start, padded_end) = (start - SERVER_WINDOW_PAD, end + SERVER_WINDOW_PAD);
+        // The keys the tool adds at the end of each line.
+        let added = match place {
+            Place::Window { .. } => None,
+            Place::Snapshot(time) => Some(format!(
+                "\"{SNAPSHOT_TIME_KEY}\":\"{}\"",
+                time.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )),
+        };
         let seen = &mut source.seen;
         // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
         let mut lines = std::mem::take(&mut self.line_buffer);
@@ -539,7 +682,11 @@ impl Run {
         let mut rejects: Vec<(String, &str)> = Vec::new();
         let mut replaced_utf8 = 0u64;
         for item in page.items() {
-            let scan = match kind.scan(item, &mut self.key_names) {
+            let scanned = match place {
+                Place::Window { .. } => kind.scan(item, &mut self.key_names),
+                Place::Snapshot(time) => kind.scan_at(item, &mut self.key_names, time),
+            };
+            let scan = match scanned {
                 Ok(scan) => scan,
                 Err(why) => {
                     rejects.push((why, item));
@@ -547,28 +694,35 @@ impl Run {
                 }
             };
             let meta = scan.meta;
-            if let Some(why) = kind.implausible_time(meta.time, started) {
-                rejects.push((why, item));
-                continue;
-            }
-            outcome.outside_window |= meta.time < padded_start || meta.time >= padded_end;
-            // Newest first: once an item is older than the window, so is
-            // everything after it.
-            outcome.stop |= kind.newest_first() && meta.time < start;
-            if meta.time < start || meta.time >= end {
-                continue;
+            if let Place::Window { start, end } = place {
+                if let Some(why) = kind.implausible_time(meta.time, started) {
+                    rejects.push((why, item));
+                    continue;
+                }
+                outcome.outside_window |=
+                    meta.time < start - SERVER_WINDOW_PAD || meta.time >= end + SERVER_WINDOW_PAD;
+                // Newest first: once an item is older than the window, so is
+                // everything after it.
+                outcome.stop |= kind.newest_first() && meta.time < start;
+                if meta.time < start || meta.time >= end {
+                    continue;
+                }
             }
             if let Entry::Vacant(slot) = seen.entry(meta.key) {
-                if scan.reserved {
+                let text = if scan.reserved {
                     match rename_reserved(item) {
-                        Ok(renamed) => push_line(&mut lines, &prefix, &renamed),
+                        Ok(renamed) => Cow::Owned(renamed),
                         Err(why) => {
                             rejects.push((why, item));
                             continue;
                         }
                     }
                 } else {
-                    push_line(&mut lines, &prefix, item);
+                    Cow::Borrowed(item)
+                };
+                match &added {
+                    Some(added) => push_line_added(&mut lines, &prefix, &text, added),
+                    None => push_line(&mut lines, &prefix, &text),
                 }
                 slot.insert(meta.time);
                 outcome.written += 1;

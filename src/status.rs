@@ -38,7 +38,8 @@ pub fn show(
     let path = checkpoint::path_in(&store.state_dir);
     let rejected_path = crate::run::rejected_path(&store.state_dir);
     let checkpoint = Checkpoint::load(&path)?;
-    let stale = max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age));
+    let stale =
+        max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age, settings.devices_every));
     let now = Utc::now();
     let future = checkpoint
         .as_ref()
@@ -92,11 +93,14 @@ pub fn show(
     Ok(stale.is_none_or(|s| s.is_empty()))
 }
 
-/// One reason per source whose last success is missing or older than `max_age`.
+/// One reason per source whose last success is missing or older than
+/// `max_age`; for a snapshot source, than `max_age` after its next snapshot
+/// was due (`devices_every` after the last).
 fn stale_sources(
     checkpoint: Option<&Checkpoint>,
     sources: &[SourceKind],
     max_age: Duration,
+    devices_every: Duration,
 ) -> Vec<String> {
     let now = Utc::now();
     sources
@@ -109,7 +113,12 @@ fn stale_sources(
                 None => Some(format!("{}: no successful run yet", kind.name)),
                 Some(at) => {
                     let age = (now - at).to_std().unwrap_or(Duration::ZERO);
-                    (age > max_age).then(|| {
+                    let allowed = if kind.is_snapshot() {
+                        max_age + devices_every
+                    } else {
+                        max_age
+                    };
+                    (age > allowed).then(|| {
                         format!(
                             "{}: last success {} ago, at {} (--max-age {})",
                             kind.name,
@@ -165,14 +174,24 @@ fn for_people(
         .chain(others.map(String::as_str));
     for name in names {
         let polled = settings.sources.iter().any(|kind| kind.name == name);
+        let snapshot_source =
+            crate::sources::from_name(name).is_some_and(|kind| kind.is_snapshot());
         let Some(state) = checkpoint.sources.get(name) else {
-            out += &format!(
-                "{name}: nothing written yet; the first poll asks for the last {} \
-                 (--initial-lookback)\n",
-                display_duration(settings.initial_lookback)
-            );
+            out += &if snapshot_source {
+                format!("{name}: no snapshot yet; the first poll with it in --sources takes one\n")
+            } else {
+                format!(
+                    "{name}: nothing written yet; the first poll asks for the last {} \
+                     (--initial-lookback)\n",
+                    display_duration(settings.initial_lookback)
+                )
+            };
             continue;
         };
+        if let (true, Some(snapshot)) = (snapshot_source, state.snapshot) {
+            out += &snapshot_status(name, state, snapshot, polled, settings, &ago);
+            continue;
+        }
         out += &format!(
             "{}: written from {} to {}, {} events written\n",
             shown(name),
@@ -217,6 +236,46 @@ fn for_people(
         );
     }
     out
+}
+
+/// A snapshot source's status: its last snapshot, and when the next is due.
+fn snapshot_status(
+    name: &str,
+    state: &crate::checkpoint::SourceState,
+    snapshot: crate::checkpoint::SnapshotState,
+    polled: bool,
+    settings: &RunSettings,
+    ago: &dyn Fn(DateTime<Utc>) -> String,
+) -> String {
+    let every = settings.devices_every;
+    let (last, next) = if snapshot.complete {
+        (
+            "complete",
+            format!(
+                "due at {} (--devices-every {})",
+                display(snapshot.time + to_delta(every)),
+                display_duration(every)
+            ),
+        )
+    } else {
+        (
+            "incomplete",
+            "the next poll completes it, under the same snapshot_time".to_string(),
+        )
+    };
+    let next = if polled {
+        next
+    } else {
+        "not fetched (not in --sources)".to_string()
+    };
+    format!(
+        "{}: last snapshot {} ({last}), {} lines written\n  last success: {}\n  next \
+         snapshot: {next}\n",
+        shown(name),
+        display(snapshot.time),
+        state.events_written,
+        state.last_success.map_or("never".to_string(), ago)
+    )
 }
 
 /// An age for people, in whole seconds (`display_duration` would show

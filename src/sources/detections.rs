@@ -8,6 +8,7 @@ pub static SOURCE: Source = Source {
     event_type: "detection",
     path: "/detections/v2",
     privilege: "opticsdetect:list",
+    default_on: true,
     // The maximum is undocumented; 100 is what existing clients use without
     // complaint.
     page_size: 100,

@@ -6,8 +6,8 @@
 //! instead; `run.rs` keeps it in the dead-letter file. The same reading finds
 //! our own lines again in the output (crash recovery).
 
+use super::Source;
 use super::line::{RESERVED, quoted};
-use super::{Shape, Source};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -45,7 +45,7 @@ impl Source {
     /// Also reads our own lines back (crash recovery), whose `event_type` and
     /// `tenant_id` are ours.
     pub fn meta(&self, item: &str) -> Result<ItemMeta, String> {
-        self.read(item, None).map(|scan| scan.meta)
+        self.read(item, None, None).map(|scan| scan.meta)
     }
 
     /// [`Source::meta`] for an item from the API, in the same single
@@ -53,20 +53,38 @@ impl Source {
     /// reserved ones. `names` is scratch space, reused between items.
     pub fn scan(&self, item: &str, names: &mut Vec<u64>) -> Result<Scan, String> {
         names.clear();
-        self.read(item, Some(names))
+        self.read(item, Some(names), None)
     }
 
-    fn read(&self, item: &str, names: Option<&mut Vec<u64>>) -> Result<Scan, String> {
+    /// [`Source::scan`] for an item of a snapshot source from the API: it
+    /// has no time of its own, its time is the snapshot's, `time`.
+    pub fn scan_at(
+        &self,
+        item: &str,
+        names: &mut Vec<u64>,
+        time: DateTime<Utc>,
+    ) -> Result<Scan, String> {
+        names.clear();
+        self.read(item, Some(names), Some(time))
+    }
+
+    /// With `given`, the item's time is that one, not read from the item.
+    fn read(
+        &self,
+        item: &str,
+        names: Option<&mut Vec<u64>>,
+        given: Option<DateTime<Utc>>,
+    ) -> Result<Scan, String> {
         if !item.trim_start().starts_with('{') {
             return Err("not a JSON object".to_string());
         }
-        let Shape::Windowed(windowed) = &self.shape;
-        let (key_field, time_field) = (self.key.field, windowed.time_field);
+        let key_field = self.key.field;
+        let time_field = self.time_field();
         let mut de = serde_json::Deserializer::from_str(item);
         let found = de
             .deserialize_map(ItemVisitor {
                 key_field,
-                time_field,
+                time_field: given.is_none().then_some(time_field),
                 names,
             })
             .map_err(unreadable)?;
@@ -76,9 +94,14 @@ impl Source {
             return Err(format!("duplicate key {}", quoted(&name)));
         }
         let key = present(key_field, found.key)?;
-        let raw_time = present(time_field, found.time)?;
-        let time = (windowed.parse_time)(&raw_time)
-            .ok_or_else(|| format!("unreadable {time_field} {}", quoted(&raw_time)))?;
+        let time = match given {
+            Some(time) => time,
+            None => {
+                let raw_time = present(time_field, found.time)?;
+                self.parse_time(&raw_time)
+                    .ok_or_else(|| format!("unreadable {time_field} {}", quoted(&raw_time)))?
+            }
+        };
         let key = if self.key.with_time {
             format!("{}@{}", key.to_ascii_lowercase(), time.timestamp_micros())
         } else {
@@ -107,6 +130,19 @@ impl Source {
             ))
         } else {
             None
+        }
+    }
+}
+
+impl Source {
+    /// Reads a time of this source's time field: the description's parser,
+    /// or RFC 3339 for the snapshot time the tool itself writes.
+    fn parse_time(&self, text: &str) -> Option<DateTime<Utc>> {
+        match &self.shape {
+            super::Shape::Windowed(windowed) => (windowed.parse_time)(text),
+            super::Shape::Snapshot => DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
         }
     }
 }
@@ -142,6 +178,35 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
+/// A key field's value: a string as [`Text`], or a whole number as its
+/// digits (an API may send an id as either; both name the same event).
+struct KeyText<'a>(Text<'a>);
+
+impl<'de> Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a whole number")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Text(Cow::Borrowed(text))))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Text(Cow::Owned(text.to_string()))))
+            }
+            fn visit_u64<E>(self, number: u64) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Text(Cow::Owned(number.to_string()))))
+            }
+            fn visit_i64<E>(self, number: i64) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Text(Cow::Owned(number.to_string()))))
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
 /// What [`ItemVisitor`] found: each field `None` when missing, `Some(None)`
 /// when null.
 #[derive(Default)]
@@ -157,7 +222,8 @@ struct Found<'a> {
 /// other values skipped unread, and (with `names`) a signature of every key name.
 struct ItemVisitor<'s> {
     key_field: &'static str,
-    time_field: &'static str,
+    /// `None`: the time is not the item's (a snapshot's items).
+    time_field: Option<&'static str>,
     names: Option<&'s mut Vec<u64>>,
 }
 
@@ -173,8 +239,9 @@ impl<'de> Visitor<'de> for ItemVisitor<'_> {
         let mut names = self.names;
         while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
             if name == self.key_field {
-                found.key = Some(map.next_value()?);
-            } else if name == self.time_field {
+                let key: Option<KeyText<'de>> = map.next_value()?;
+                found.key = Some(key.map(|KeyText(text)| text));
+            } else if self.time_field == Some(&*name) {
                 found.time = Some(map.next_value()?);
             } else {
                 found.reserved |= RESERVED.iter().any(|(reserved, _)| name == *reserved);
@@ -285,6 +352,24 @@ mod tests {
             .meta(raw(r#"{"sha256":"ab","last_found":"2018-01-21T15:45:47"}"#))
             .unwrap();
         assert_ne!(a.key, later.key);
+    }
+
+    #[test]
+    fn a_whole_number_key_is_read_as_its_digits() {
+        let memory = crate::sources::from_name("memory-protection").unwrap();
+        let number = memory
+            .meta(r#"{"device_image_file_event_id":12345,"created":"2024-05-14T09:00:00"}"#)
+            .unwrap();
+        let text = memory
+            .meta(r#"{"device_image_file_event_id":"12345","created":"2024-05-14T09:00:00.5Z"}"#)
+            .unwrap();
+        assert_eq!(number.key, text.key);
+        assert_eq!(number.key, "12345");
+        assert!(
+            memory
+                .meta(r#"{"device_image_file_event_id":1.5,"created":"2024-05-14T09:00:00"}"#)
+                .is_err()
+        );
     }
 
     #[test]

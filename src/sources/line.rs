@@ -2,25 +2,29 @@
 //!
 //! The output line is the API item exactly as it came, bytes and field order
 //! included, with two keys put in front: `event_type` (from the source's
-//! description) and `tenant_id`.
+//! description) and `tenant_id`, and the keys the tool adds at the end (a
+//! device line's `snapshot_time`).
 //!
-//! The output contract for those two names: they are the tool's, and the only
+//! The output contract for the tool's names (`RESERVED`): they are the only
 //! top-level keys of those names on a line. An item that has its own
-//! top-level `event_type` or `tenant_id` keeps them as `api_event_type` and
-//! `api_tenant_id` (that item alone is re-serialized: same keys, order and
-//! values, but not its whitespace). No line has a duplicate top-level key: an
-//! item that has one is rejected (the real API never sends such items). Raw
-//! U+2028, U+2029 and U+0085 are written as `\u` escapes, the same JSON value,
-//! so that a line is one line also for readers that split on them.
+//! top-level key of such a name keeps it as `api_<name>` (`api_event_type`,
+//! `api_tenant_id`, `api_snapshot_time`; that item alone is re-serialized:
+//! same keys, order and values, but not its whitespace). No line has a
+//! duplicate top-level key: an item that has one is rejected (the real API
+//! never sends such items). Raw U+2028, U+2029 and U+0085 are written as `\u`
+//! escapes, the same JSON value, so that a line is one line also for readers
+//! that split on them.
 
 use super::SourceKind;
 use super::item::{Entries, unreadable};
 
-/// The two keys the tool puts first on each line, and what an item's own
-/// top-level keys of those names become.
-pub(super) const RESERVED: [(&str, &str); 2] = [
+/// The keys the tool writes (the two it puts first on each line, and those
+/// it adds at the end), and what an item's own top-level keys of those names
+/// become.
+pub(super) const RESERVED: [(&str, &str); 3] = [
     ("event_type", "api_event_type"),
     ("tenant_id", "api_tenant_id"),
+    (super::SNAPSHOT_TIME_KEY, "api_snapshot_time"),
 ];
 
 /// The item with its own top-level `event_type` and `tenant_id` renamed to
@@ -83,6 +87,23 @@ pub fn push_line(out: &mut Vec<u8>, prefix: &str, item: &str) {
     out.push(b'\n');
 }
 
+/// [`push_line`] with `added` (one or more `"name":value` members, valid
+/// JSON) as the last members of the object: the keys the tool adds go after
+/// the item's own.
+pub fn push_line_added(out: &mut Vec<u8>, prefix: &str, item: &str, added: &str) {
+    let text = item.trim();
+    let body = text.strip_prefix('{').unwrap_or(text);
+    let body = body.strip_suffix('}').unwrap_or(body).trim();
+    out.extend_from_slice(prefix.as_bytes());
+    if !body.is_empty() {
+        out.push(b',');
+        push_one_line(out, body.as_bytes());
+    }
+    out.push(b',');
+    push_one_line(out, added.as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
 /// Appends valid JSON text so that it stays one line for every reader. A raw
 /// newline can only be whitespace between tokens, so it becomes a space; raw
 /// U+2028, U+2029 and U+0085 can only be inside strings, so they become their
@@ -136,6 +157,24 @@ mod tests {
         push_line(&mut empty, &prefix, raw("{ }"));
         let parsed: serde_json::Value = serde_json::from_slice(&empty).unwrap();
         assert_eq!(parsed["tenant_id"], "t-1");
+    }
+
+    #[test]
+    fn added_keys_go_last_after_the_items_own() {
+        let prefix = line_prefix(THREATS, "t");
+        let mut out = Vec::new();
+        push_line_added(
+            &mut out,
+            &prefix,
+            " {\"id\": \"a\"\n} ",
+            "\"snapshot_time\":\"x\"",
+        );
+        push_line_added(&mut out, &prefix, "{ }", "\"snapshot_time\":\"x\"");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"event_type\":\"threat\",\"tenant_id\":\"t\",\"id\": \"a\",\"snapshot_time\":\"x\"}\n\
+             {\"event_type\":\"threat\",\"tenant_id\":\"t\",\"snapshot_time\":\"x\"}\n"
+        );
     }
 
     #[test]

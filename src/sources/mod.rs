@@ -11,18 +11,29 @@
 //! into an output line. Both take their field names from the description.
 
 mod detections;
+mod devices;
 mod item;
 mod line;
+mod memory_protection;
 mod threats;
 
-pub use line::{line_prefix, push_line, push_one_line, rename_reserved};
+pub use line::{line_prefix, push_line, push_line_added, push_one_line, rename_reserved};
 
 use crate::api::ListRequest;
 use crate::timefmt::{detection_query_time, threat_query_time};
 use chrono::{DateTime, TimeDelta, Utc};
 
-/// Every source, in the order of the default `--sources`.
-pub static ALL: &[SourceKind] = &[&threats::SOURCE, &detections::SOURCE];
+/// Every source, in the order of the default `--sources` (those marked
+/// `default_on`), then the others.
+pub static ALL: &[SourceKind] = &[
+    &threats::SOURCE,
+    &detections::SOURCE,
+    &memory_protection::SOURCE,
+    &devices::SOURCE,
+];
+
+/// The added key of a snapshot source's lines holding the snapshot's time.
+pub const SNAPSHOT_TIME_KEY: &str = "snapshot_time";
 
 /// The handle the rest of the code passes around: the source's description.
 pub type SourceKind = &'static Source;
@@ -37,6 +48,20 @@ pub fn from_name(name: &str) -> Option<SourceKind> {
 /// The names of all sources, for help text and errors: `threats, detections`.
 pub fn names(separator: &str) -> String {
     let names: Vec<&str> = ALL.iter().map(|source| source.name).collect();
+    names.join(separator)
+}
+
+/// The sources fetched when `--sources` is not given.
+pub fn defaults() -> Vec<SourceKind> {
+    ALL.iter()
+        .copied()
+        .filter(|source| source.default_on)
+        .collect()
+}
+
+/// The names of [`defaults`], for help text.
+pub fn default_names(separator: &str) -> String {
+    let names: Vec<&str> = defaults().iter().map(|source| source.name).collect();
     names.join(separator)
 }
 
@@ -56,6 +81,8 @@ pub struct Source {
     pub path: &'static str,
     /// The privilege the API application needs for the list.
     pub privilege: &'static str,
+    /// Fetched when `--sources` is not given.
+    pub default_on: bool,
     /// Items asked for per page.
     pub page_size: u32,
     pub key: Key,
@@ -75,12 +102,16 @@ impl PartialEq for Source {
 impl Eq for Source {}
 
 /// How a source's list is asked for and read. Each variant is a different
-/// run policy in `run.rs`; a snapshot source (the device inventory: no
-/// window, every page, at most once per interval) becomes a second variant.
+/// run policy in `run.rs`.
 #[derive(Debug)]
 pub enum Shape {
     /// Events in time: each run asks for a window of the time field.
     Windowed(Windowed),
+    /// A state, not events (the device inventory): no window, every page, at
+    /// most once per `--devices-every`. Each line gets the added key
+    /// [`SNAPSHOT_TIME_KEY`], the same for the whole snapshot; the key of an
+    /// item includes that time, so each snapshot writes each item once.
+    Snapshot,
 }
 
 /// How a windowed list is asked for and read.
@@ -148,12 +179,15 @@ pub enum Lookup {}
 impl Source {
     /// The query parameters asking for `[from, to)`, padded on both sides by
     /// [`SERVER_WINDOW_PAD`].
+    /// A snapshot source has no window: no parameters.
     pub fn window_query(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Vec<(&'static str, String)> {
-        let Shape::Windowed(windowed) = &self.shape;
+        let Shape::Windowed(windowed) = &self.shape else {
+            return Vec::new();
+        };
         let (start, end) = (from - SERVER_WINDOW_PAD, to + SERVER_WINDOW_PAD);
         let mut query = vec![
             (windowed.start_param, windowed.query_time.format(start)),
@@ -168,16 +202,26 @@ impl Source {
         query
     }
 
-    /// The field whose time the window applies to, for messages.
+    /// The field whose time the window applies to (a snapshot source: the
+    /// added key with the snapshot's time), for messages and for reading our
+    /// own lines back.
     pub fn time_field(&self) -> &'static str {
-        let Shape::Windowed(windowed) = &self.shape;
-        windowed.time_field
+        match &self.shape {
+            Shape::Windowed(windowed) => windowed.time_field,
+            Shape::Snapshot => SNAPSHOT_TIME_KEY,
+        }
     }
 
     /// Whether paging may stop once the items are older than the window.
     pub fn newest_first(&self) -> bool {
-        let Shape::Windowed(windowed) = &self.shape;
-        windowed.order == Order::NewestFirst
+        match &self.shape {
+            Shape::Windowed(windowed) => windowed.order == Order::NewestFirst,
+            Shape::Snapshot => false,
+        }
+    }
+
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self.shape, Shape::Snapshot)
     }
 
     /// The request for one of this source's list pages, with `filters` (the
@@ -203,6 +247,12 @@ mod tests {
             assert_eq!(ALL.iter().filter(|s| s.name == source.name).count(), 1);
         }
         assert_eq!(from_name("memory"), None);
+    }
+
+    #[test]
+    fn the_default_sources_are_those_marked_default_on_devices_off() {
+        assert_eq!(default_names(","), "threats,detections,memory-protection");
+        assert_eq!(names(","), "threats,detections,memory-protection,devices");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub static SOURCE: Source = Source {
     event_type: "threat",
     path: "/threats/v2",
     privilege: "threat:list",
+    default_on: true,
     // The documented maximum.
     page_size: 200,
     // A file found again later is a new event.

@@ -10,18 +10,24 @@ fn check_reads_one_page_per_source_and_writes_nothing() {
     let out = env.run(&["check"]).expect(0);
     assert!(
         out.stdout
-            .contains("threats: ok, 450 items in all, newest last_found"),
+            .contains("threats (threat:list): ok, 450 items in all, newest last_found"),
         "{}",
         out.stdout
     );
     assert!(
         out.stdout
-            .contains("detections: ok, 7 items in all, newest ReceivedTime"),
+            .contains("detections (opticsdetect:list): ok, 7 items in all, newest ReceivedTime"),
         "{}",
         out.stdout
     );
     assert_eq!(env.fake.count("/threats/v2"), 1);
     assert_eq!(env.fake.count("/detections/v2"), 1);
+    assert_eq!(env.fake.count("/memoryprotection/v2"), 1);
+    assert_eq!(
+        env.fake.count("/devices/v2"),
+        0,
+        "devices is off by default"
+    );
     assert!(!env.state_dir().exists(), "check creates no state");
     assert!(!env.output().exists(), "check writes no output");
 }
@@ -147,7 +153,10 @@ fn metrics_file_reports_each_run_for_node_exporter() {
         "cylance_logs_events_written_total{{tenant_id=\"{tenant}\",source=\"threats\"}} 7\n"
     )));
     assert!(text.contains(&format!(
-        "cylance_logs_last_run_requests{{tenant_id=\"{tenant}\"}} 3\n"
+        "cylance_logs_last_run_requests{{tenant_id=\"{tenant}\"}} 4\n"
+    )));
+    assert!(text.contains(&format!(
+        "cylance_logs_last_run_events{{tenant_id=\"{tenant}\",source=\"memory-protection\"}} 0\n"
     )));
     assert!(text.contains("# TYPE cylance_logs_last_success_timestamp_seconds gauge"));
     // A failed run still reports, with its exit code.
@@ -254,14 +263,15 @@ fn check_says_per_step_what_worked() {
             "configuration: ok, API {} (tenant {}",
             env.fake.url(),
             env.creds.tenant_id
-        )) && lines[0].ends_with("sources threats, detections"),
+        )) && lines[0].ends_with("sources threats, detections, memory-protection"),
         "{}",
         out.stdout
     );
     assert!(lines[1].starts_with("token: ok"), "{}", out.stdout);
-    assert!(lines[2].starts_with("threats: ok, 3 items in all"));
-    assert!(lines[3].starts_with("detections: ok, 0 items in all"));
-    assert_eq!(lines[4], "check passed");
+    assert!(lines[2].starts_with("threats (threat:list): ok, 3 items in all"));
+    assert!(lines[3].starts_with("detections (opticsdetect:list): ok, 0 items in all"));
+    assert!(lines[4].starts_with("memory-protection (memoryprotection:list): ok, 0 items in all"));
+    assert_eq!(lines[5], "check passed");
 }
 
 #[test]
@@ -271,10 +281,11 @@ fn check_reports_every_source_that_fails_not_only_the_first() {
     env.fake.deny_privilege("opticsdetect:list");
     let out = env.run(&["check"]).expect(77);
     assert!(
-        line_starting(&out.stdout, "threats: FAILED: ").contains("needs the threat:list privilege")
+        line_starting(&out.stdout, "threats (threat:list): FAILED: ")
+            .contains("needs the threat:list privilege")
     );
     assert!(
-        line_starting(&out.stdout, "detections: FAILED: ")
+        line_starting(&out.stdout, "detections (opticsdetect:list): FAILED: ")
             .contains("needs the opticsdetect:list privilege"),
         "{}",
         out.stdout
@@ -282,7 +293,7 @@ fn check_reports_every_source_that_fails_not_only_the_first() {
     line_starting(&out.stdout, "token: ok");
     assert_eq!(
         line_starting(&out.stdout, "check failed"),
-        "check failed: 2 of 2 sources failed (see above); nothing was written"
+        "check failed: 2 of 3 sources failed (see above); nothing was written"
     );
     // The error line is the first failure's, as a poll would give it.
     assert!(out.error_line().contains("needs the threat:list privilege"));

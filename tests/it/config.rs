@@ -253,7 +253,8 @@ fn verbose_shows_each_setting_with_where_it_came_from() {
         format!("--output = {} (from --output)", env.output().display()),
         "--metrics-file = none (from default)".to_string(),
         "--ca-file = none, the bundled roots (from default)".to_string(),
-        "--sources = threats,detections (from default)".to_string(),
+        "--sources = threats,detections,memory-protection (from default)".to_string(),
+        "--devices-every = 1d (from default)".to_string(),
         format!(
             "application secret = (not shown) (from the file {secret_file}, given by \
              --app-secret-file)"
@@ -369,7 +370,7 @@ fn an_unknown_source_is_78_naming_it_and_every_known_source() {
     let out = env.run(&["poll", "--sources", "threats,memory"]).expect(78);
     assert!(
         out.error_line()
-            .contains("--sources: unknown source 'memory' (known: threats, detections)"),
+            .contains("--sources: unknown source 'memory' (known: threats, detections, memory-protection, devices)"),
         "{}",
         out.stderr
     );

@@ -18,17 +18,40 @@ impl Rng {
     }
 }
 
-/// The keys `assert_each_once` uses, for every event the fake holds.
-fn expected_keys(
-    threats: &[serde_json::Value],
-    detections: &[serde_json::Value],
-    tenant: &str,
-) -> HashSet<String> {
+/// The events the fake holds, per source.
+#[derive(Default)]
+struct Held {
+    threats: Vec<serde_json::Value>,
+    detections: Vec<serde_json::Value>,
+    memory: Vec<serde_json::Value>,
+    /// Registered before the first snapshot: each in it, once.
+    devices: Vec<serde_json::Value>,
+}
+
+/// The keys `assert_each_once` uses, for every event the fake holds
+/// (devices without their snapshot's time: the tests take one snapshot).
+fn expected_keys(held: &Held, tenant: &str) -> HashSet<String> {
     let tenant = serde_json::Value::from(tenant);
-    threats
+    let threats = held
+        .threats
         .iter()
-        .map(|t| format!("{tenant}|{}|{}", t["sha256"], t["last_found"]))
-        .chain(detections.iter().map(|d| format!("{tenant}|{}", d["Id"])))
+        .map(|t| format!("{tenant}|{}|{}", t["sha256"], t["last_found"]));
+    let detections = held
+        .detections
+        .iter()
+        .map(|d| format!("{tenant}|{}", d["Id"]));
+    let memory = held
+        .memory
+        .iter()
+        .map(|m| format!("{tenant}|memory|{}", m["device_image_file_event_id"]));
+    let devices = held
+        .devices
+        .iter()
+        .map(|d| format!("{tenant}|device|{}", d["id"]));
+    threats
+        .chain(detections)
+        .chain(memory)
+        .chain(devices)
         .collect()
 }
 
@@ -37,9 +60,28 @@ fn written_keys(lines: &[serde_json::Value]) -> HashSet<String> {
         .iter()
         .map(|l| match l["event_type"].as_str() {
             Some("threat") => format!("{}|{}|{}", l["tenant_id"], l["sha256"], l["last_found"]),
+            Some("memory_protection") => format!(
+                "{}|memory|{}",
+                l["tenant_id"], l["device_image_file_event_id"]
+            ),
+            Some("device") => format!("{}|device|{}", l["tenant_id"], l["id"]),
             _ => format!("{}|{}", l["tenant_id"], l["Id"]),
         })
         .collect()
+}
+
+/// Every device line of one snapshot: one `snapshot_time` in the file.
+fn assert_one_snapshot(lines: &[serde_json::Value]) {
+    let times: HashSet<&str> = lines
+        .iter()
+        .filter(|l| l["event_type"] == "device")
+        .map(|l| l["snapshot_time"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        times.len(),
+        1,
+        "device lines of several snapshots: {times:?}"
+    );
 }
 
 /// Asserts the file holds exactly the expected events, showing a few of the
@@ -143,17 +185,30 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
                 )
             })
             .collect();
+        // And 2,000 memory-protection events (10 pages, in no time order).
+        let memory: Vec<_> = (0..2_000u64)
+            .map(|i| {
+                memory_protection_event(
+                    i,
+                    &threat_time(newest - chrono::TimeDelta::seconds(17 * i as i64)),
+                )
+            })
+            .collect();
         env.fake.add_threats(threats.clone());
         env.fake.add_detections(detections.clone());
+        env.fake.add_memory_protection(memory.clone());
         env.fake.set_delay(Duration::from_millis(60));
         let mut rng = Rng(seed);
         total += kill_repeatedly(&env, &["backfill", "--since", "12h"], &mut rng, 20, 700);
         let lines = env.lines();
         assert_each_once(&lines);
-        assert_same_events(
-            &lines,
-            &expected_keys(&threats, &detections, &env.creds.tenant_id),
-        );
+        let held = Held {
+            threats,
+            detections,
+            memory,
+            ..Held::default()
+        };
+        assert_same_events(&lines, &expected_keys(&held, &env.creds.tenant_id));
     }
     // Not vacuous: kills landed, and some after lines were appended. (The
     // loop above already needs 50 kills; the rest is timing, so the bar is low.)
@@ -171,7 +226,18 @@ fn sigkill_during_polls_with_new_events_arriving_loses_nothing() {
     // takes over 100 ms on any machine, so most delays below land mid-run.
     env.fake.set_delay(Duration::from_millis(20));
     let mut rng = Rng(0xfeed);
-    let (mut threats_all, mut detections_all) = (Vec::new(), Vec::new());
+    // The inventory (3 pages): its snapshot is taken, killed and completed
+    // in the first round, and not again (--devices-every 24h).
+    let mut held = Held {
+        devices: devices(0, 450, 1),
+        ..Held::default()
+    };
+    env.fake.add_devices(held.devices.clone());
+    let poll = [
+        "poll",
+        "--sources",
+        "threats,detections,memory-protection,devices",
+    ];
     let mut total = Kills::default();
     for round in 0..6u64 {
         // New events 0.3 s apart ending a minute ago: all inside the overlap
@@ -184,11 +250,16 @@ fn sigkill_during_polls_with_new_events_arriving_loses_nothing() {
         let detections: Vec<_> = (0..400)
             .map(|i| detection(round * 1000 + i, &detection_time(at(i))))
             .collect();
+        let memory: Vec<_> = (0..300)
+            .map(|i| memory_protection_event(round * 1000 + i, &threat_time(at(i))))
+            .collect();
         env.fake.add_threats(threats.clone());
         env.fake.add_detections(detections.clone());
-        threats_all.extend(threats);
-        detections_all.extend(detections);
-        total += kill_repeatedly(&env, &["poll"], &mut rng, 3, 120);
+        env.fake.add_memory_protection(memory.clone());
+        held.threats.extend(threats);
+        held.detections.extend(detections);
+        held.memory.extend(memory);
+        total += kill_repeatedly(&env, &poll, &mut rng, 3, 120);
     }
     // Not vacuous: up to 18 kills; a binary too fast to kill makes none.
     assert!(total.killed >= 6, "too few runs killed: {total:?}");
@@ -198,10 +269,8 @@ fn sigkill_during_polls_with_new_events_arriving_loses_nothing() {
     );
     let lines = env.lines();
     assert_each_once(&lines);
-    assert_same_events(
-        &lines,
-        &expected_keys(&threats_all, &detections_all, &env.creds.tenant_id),
-    );
+    assert_one_snapshot(&lines);
+    assert_same_events(&lines, &expected_keys(&held, &env.creds.tenant_id));
 }
 
 #[test]

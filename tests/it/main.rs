@@ -22,5 +22,6 @@ mod pacing;
 mod poll;
 mod shared_file;
 mod siem;
+mod sources;
 mod tls;
 mod units;

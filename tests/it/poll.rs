@@ -44,13 +44,23 @@ fn idle_poll_makes_one_token_request_and_one_list_request_per_source() {
     let env = TestEnv::new();
     env.fake.add_threats(threats(0, 3, 30));
     env.fake.add_detections(detections(0, 3, 30));
+    env.fake
+        .add_memory_protection(memory_protection_events(0, 3, 30));
     env.run(&["poll"]).expect(0);
     let before = env.fake.requests().len();
     env.run(&["poll"]).expect(0);
     let requests = env.fake.requests();
     let idle: Vec<&str> = requests[before..].iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(idle, ["/auth/v2/token", "/threats/v2", "/detections/v2"]);
-    assert_eq!(env.lines().len(), 6);
+    assert_eq!(
+        idle,
+        [
+            "/auth/v2/token",
+            "/threats/v2",
+            "/detections/v2",
+            "/memoryprotection/v2"
+        ]
+    );
+    assert_eq!(env.lines().len(), 9);
 }
 
 #[test]
@@ -258,7 +268,7 @@ fn summary_line_counts_events_pages_and_requests() {
     let out = env.run(&["poll"]).expect(0);
     assert!(
         out.stderr
-            .contains("poll done: threats 201 new (2 pages), detections 0 new (1 pages); 4 requests, 0 retries, 0 rate-limited"),
+            .contains("poll done: threats 201 new (2 pages), detections 0 new (1 pages), memory-protection 0 new (1 pages); 5 requests, 0 retries, 0 rate-limited"),
         "{}",
         out.stderr
     );
