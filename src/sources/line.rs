@@ -2,12 +2,13 @@
 //!
 //! The output line is the API item exactly as it came, bytes and field order
 //! included, with two keys put in front: `event_type` (from the source's
-//! description) and `tenant_id`.
+//! description) and `tenant_id`, and, with a lookup on, the lookup's answer
+//! at the end (`devices` on a threat line, `details` on a detection line).
 //!
-//! The output contract for those two names: they are the tool's, and the only
+//! The output contract for those names: they are the tool's, and the only
 //! top-level keys of those names on a line. An item that has its own
-//! top-level `event_type` or `tenant_id` keeps them as `api_event_type` and
-//! `api_tenant_id` (that item alone is re-serialized: same keys, order and
+//! top-level `event_type`, `tenant_id`, `devices` or `details` keeps it as
+//! `api_event_type`, `api_tenant_id`, `api_devices` or `api_details` (that item alone is re-serialized: same keys, order and
 //! values, but not its whitespace). No line has a duplicate top-level key: an
 //! item that has one is rejected (the real API never sends such items). Raw
 //! U+2028, U+2029 and U+0085 are written as `\u` escapes, the same JSON value,
@@ -16,16 +17,21 @@
 use super::SourceKind;
 use super::item::{Entries, unreadable};
 
-/// The two keys the tool puts first on each line, and what an item's own
-/// top-level keys of those names become.
-pub(super) const RESERVED: [(&str, &str); 2] = [
+/// The keys the tool writes on a line, and what an item's own top-level keys
+/// of those names become: the two it puts first on each line, and those its
+/// lookups add at the end. The lookups' keys are reserved on every line of
+/// every source, whether `--enrich` adds them or not, so that a line's shape
+/// does not depend on the settings: a field `devices` is always ours.
+pub(super) const RESERVED: [(&str, &str); 4] = [
     ("event_type", "api_event_type"),
     ("tenant_id", "api_tenant_id"),
+    ("devices", "api_devices"),
+    ("details", "api_details"),
 ];
 
-/// The item with its own top-level `event_type` and `tenant_id` renamed to
-/// `api_event_type` and `api_tenant_id`; values are kept byte for byte. An
-/// error (the reason to reject it) when a new name is already taken.
+/// The item with its own top-level reserved keys ([`RESERVED`]) renamed to
+/// `api_<name>`; values are kept byte for byte. An error (the reason to
+/// reject it) when a new name is already taken.
 pub fn rename_reserved(item: &str) -> Result<String, String> {
     let Entries(entries) = serde_json::from_str(item).map_err(unreadable)?;
     let mut out = String::with_capacity(item.len() + 16);
@@ -81,6 +87,28 @@ pub fn push_line(out: &mut Vec<u8>, prefix: &str, item: &str) {
     }
     push_one_line(out, body.as_bytes());
     out.push(b'\n');
+}
+
+/// [`push_line`] with one more key at the end of the object: `key` and
+/// `value` (valid JSON text, made one line like the item).
+pub fn push_line_adding(out: &mut Vec<u8>, prefix: &str, item: &str, key: &str, value: &[u8]) {
+    let text = item.trim();
+    let body = text.strip_prefix('{').unwrap_or(text).trim_start();
+    let body = body.strip_suffix('}').unwrap_or(body).trim_end();
+    out.extend_from_slice(prefix.as_bytes());
+    if !body.is_empty() {
+        out.push(b',');
+        push_one_line(out, body.as_bytes());
+    }
+    out.push(b',');
+    out.extend_from_slice(
+        serde_json::to_string(key)
+            .expect("a string serializes")
+            .as_bytes(),
+    );
+    out.push(b':');
+    push_one_line(out, value);
+    out.extend_from_slice(b"}\n");
 }
 
 /// Appends valid JSON text so that it stays one line for every reader. A raw
