@@ -146,8 +146,12 @@ fn metrics_file_reports_each_run_for_node_exporter() {
     assert!(text.contains(&format!(
         "cylance_logs_events_written_total{{tenant_id=\"{tenant}\",source=\"threats\"}} 7\n"
     )));
+    // The token, a page per source and a devices lookup per new threat.
     assert!(text.contains(&format!(
-        "cylance_logs_last_run_requests{{tenant_id=\"{tenant}\"}} 3\n"
+        "cylance_logs_last_run_requests{{tenant_id=\"{tenant}\"}} 10\n"
+    )));
+    assert!(text.contains(&format!(
+        "cylance_logs_last_run_lookups{{tenant_id=\"{tenant}\",source=\"threats\"}} 7\n"
     )));
     assert!(text.contains("# TYPE cylance_logs_last_success_timestamp_seconds gauge"));
     // A failed run still reports, with its exit code.
@@ -261,7 +265,12 @@ fn check_says_per_step_what_worked() {
     assert!(lines[1].starts_with("token: ok"), "{}", out.stdout);
     assert!(lines[2].starts_with("threats: ok, 3 items in all"));
     assert!(lines[3].starts_with("detections: ok, 0 items in all"));
-    assert_eq!(lines[4], "check passed");
+    assert!(
+        lines[4].starts_with("threat-devices lookup (needs threat:devicelist): ok"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[5], "check passed");
 }
 
 #[test]
