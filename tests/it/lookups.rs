@@ -450,3 +450,15 @@ fn an_items_own_devices_and_details_keys_are_kept_under_api_names() {
     );
     assert_eq!(line.matches("\"devices\":").count(), 1, "{line}");
 }
+
+#[test]
+fn a_pages_lookups_run_up_to_concurrency_at_once() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 12, 5));
+    env.fake.set_delay(std::time::Duration::from_millis(40));
+    env.run(&["poll", "--sources", "threats", "--concurrency", "3"])
+        .expect(0);
+    // One list page, then 12 lookups: only they can overlap.
+    assert_eq!(env.fake.max_concurrent(), 3);
+    assert_eq!(env.lines().len(), 12);
+}
