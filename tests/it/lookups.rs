@@ -462,3 +462,29 @@ fn a_pages_lookups_run_up_to_concurrency_at_once() {
     assert_eq!(env.fake.max_concurrent(), 3);
     assert_eq!(env.lines().len(), 12);
 }
+
+/// The README's cost figures: N new threats polled as deployed (default
+/// `--max-rps` 10, `--concurrency` 4). Run by hand:
+/// `cargo test --release --test it lookups::lookup_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement (seconds at the default --max-rps), not a check"]
+fn lookup_cost_at_the_default_max_rps() {
+    for n in [0u64, 10, 50, 200] {
+        for enrich in ["threat-devices", "none"] {
+            let env = TestEnv::new();
+            env.fake.add_threats(threats(0, n, 5));
+            let started = std::time::Instant::now();
+            let out = env
+                .deployed_command(&[], &["poll", "--enrich", enrich])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            println!(
+                "{n} new threats, --enrich {enrich}: {} requests ({} lookups), {:.2}s",
+                env.fake.requests().len(),
+                lookup_requests(&env, 0),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
