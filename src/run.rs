@@ -6,7 +6,9 @@
 //! range before what is already written) → its pages, in order (`pager`) →
 //! its lines: keep exactly the window on the client, skip keys already
 //! written (the items read by their source's description, `sources`) →
-//! append them (`output`) → sync the output and commit the checkpoint. The
+//! their lookups, when `--enrich` has the source's on (`lookup`; all of a
+//! page's before any of its lines) → append them (`output`) → sync the
+//! output and commit the checkpoint. The
 //! window is fixed once, at the start of the run. Each source's state for
 //! the run is one [`SourceRun`].
 //!

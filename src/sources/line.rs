@@ -180,4 +180,23 @@ mod tests {
         let original: serde_json::Value = serde_json::from_str(item).unwrap();
         assert_eq!(value["m"], original["m"]);
     }
+
+    #[test]
+    fn an_added_key_goes_last_on_one_line_also_for_an_empty_or_spread_item() {
+        let prefix = line_prefix(THREATS, "t");
+        let mut out = Vec::new();
+        push_line_adding(
+            &mut out,
+            &prefix,
+            "{\n  \"a\": 1\n}\n",
+            "devices",
+            b"[{\n \"id\": \"d\"}]",
+        );
+        push_line_adding(&mut out, &prefix, " { } ", "details", b"null");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"event_type\":\"threat\",\"tenant_id\":\"t\",\"a\": 1,\"devices\":[{  \"id\": \"d\"}]}\n\
+             {\"event_type\":\"threat\",\"tenant_id\":\"t\",\"details\":null}\n"
+        );
+    }
 }
