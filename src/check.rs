@@ -15,6 +15,7 @@ use crate::config::{ApiSettings, RunSettings};
 use crate::control::RunControl;
 use crate::error::{Classify, ExitKind};
 use crate::lookup::{Ask, Lookups};
+use crate::pager::Slots;
 use crate::retry::RetryPolicy;
 use crate::timefmt::display;
 use anyhow::Result;
@@ -95,7 +96,7 @@ pub fn check(
         }
     }
     let client = Arc::new(client);
-    let lookups = Lookups::new(Arc::clone(&client), control, 1);
+    let lookups = Lookups::new(Arc::clone(&client), control, Arc::new(Slots::new(1)), 1);
     let mut lookups_failed = 0;
     for (kind, first) in firsts {
         let Some(lookup) = kind.lookup.filter(|l| settings.enrich.contains(l)) else {

@@ -5,8 +5,10 @@
 //! (after the window filter and dedupe) and writes none of them until every
 //! answer is in: a lookup that fails ends the page with that error, so no
 //! line is ever written without its lookup. Up to `--concurrency` lookups
-//! are in flight at once, each request paced by the client (`--max-rps`,
-//! shared with the lists); the answers come back in the lines' order.
+//! run at once, each holding one of the [`Slots`] the list pages hold too
+//! (so lists and lookups together have at most `--concurrency` requests in
+//! flight), each request paced by the client (`--max-rps`, shared with the
+//! lists); the answers come back in the lines' order.
 //!
 //! Answers are kept as the API gave them (each device item's or the detail
 //! object's own bytes), made one line like the items (`push_one_line`).
@@ -15,6 +17,7 @@
 
 use crate::api::{ApiClient, ListRequest, path_segment};
 use crate::control::RunControl;
+use crate::pager::Slots;
 use crate::sources::{Lookup, SourceKind, push_one_line};
 use crate::timefmt::parse_api_time;
 use crate::untrusted::shown;
@@ -53,14 +56,21 @@ pub struct Answers {
 pub struct Lookups {
     client: Arc<ApiClient>,
     control: RunControl,
+    slots: Arc<Slots>,
     concurrency: usize,
 }
 
 impl Lookups {
-    pub fn new(client: Arc<ApiClient>, control: RunControl, concurrency: u32) -> Lookups {
+    pub fn new(
+        client: Arc<ApiClient>,
+        control: RunControl,
+        slots: Arc<Slots>,
+        concurrency: u32,
+    ) -> Lookups {
         Lookups {
             client,
             control,
+            slots,
             concurrency: concurrency.max(1) as usize,
         }
     }
@@ -81,6 +91,9 @@ impl Lookups {
                 let at = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&ask) = asks.get(at) else { return };
                 let found = self.control.check().and_then(|()| {
+                    // One slot for the whole lookup: a long device list's
+                    // pages are read one after another.
+                    let _slot = self.slots.hold();
                     // A panic must become this lookup's error, not the run's abort.
                     std::panic::catch_unwind(AssertUnwindSafe(|| self.one(lookup, source, ask)))
                         .unwrap_or_else(|_| {

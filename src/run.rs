@@ -285,8 +285,14 @@ fn run_locked(
             settings.max_rps,
             control.clone(),
         )?);
-        let lookups = Lookups::new(Arc::clone(&client), control.clone(), settings.concurrency);
-        let pager = Pager::new(Arc::clone(&client), control, settings.concurrency);
+        let pager = Pager::new(Arc::clone(&client), control.clone(), settings.concurrency);
+        // Lookups share the pager's slots: --concurrency bounds both together.
+        let lookups = Lookups::new(
+            Arc::clone(&client),
+            control,
+            pager.slots(),
+            settings.concurrency,
+        );
         let sources = source_runs(&settings.sources, &checkpoint, &recovered);
         // No state to keep recovered keys of a source in when it has none
         // yet and is not fetched now: leave the output mark where it is, so

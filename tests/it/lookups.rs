@@ -463,6 +463,19 @@ fn a_pages_lookups_run_up_to_concurrency_at_once() {
     assert_eq!(env.lines().len(), 12);
 }
 
+#[test]
+fn list_pages_and_lookups_share_concurrency() {
+    let env = TestEnv::new();
+    // 5 pages: while page 3's lookups run, the pager fetches page 4 (and
+    // so on): without shared slots, 2 lookups and a page are in flight.
+    env.fake.add_threats(threats(0, 900, 5));
+    env.fake.set_delay(std::time::Duration::from_millis(5));
+    env.run(&["poll", "--sources", "threats", "--concurrency", "2"])
+        .expect(0);
+    assert_eq!(env.fake.max_concurrent(), 2);
+    assert_eq!(env.lines().len(), 900);
+}
+
 /// The README's cost figures: N new threats polled as deployed (default
 /// `--max-rps` 10, `--concurrency` 4). Run by hand:
 /// `cargo test --release --test it lookups::lookup_cost -- --ignored --nocapture`.
