@@ -11,14 +11,15 @@
 //! lists); the answers come back in the lines' order.
 //!
 //! Answers are kept as the API gave them (each device item's or the detail
-//! object's own bytes), made one line like the items (`push_one_line`).
+//! object's own strings, numbers and key order), compact: the whitespace
+//! between tokens of a pretty-printed answer is dropped (`push_compact`).
 //! A 404 means the object is gone since the list was read: the line gets
 //! `[]` (devices) or `null` (details), with one warning.
 
 use crate::api::{ApiClient, ListRequest, path_segment};
 use crate::control::RunControl;
 use crate::pager::Slots;
-use crate::sources::{Lookup, SourceKind, push_one_line};
+use crate::sources::{Lookup, SourceKind, push_compact};
 use crate::timefmt::parse_api_time;
 use crate::untrusted::shown;
 use anyhow::Result;
@@ -186,7 +187,7 @@ impl Lookups {
                 if value.len() > 1 {
                     value.push(b',');
                 }
-                push_one_line(&mut value, item.trim().as_bytes());
+                push_compact(&mut value, item.as_bytes());
             }
             let more = !page.is_empty()
                 && page
@@ -217,7 +218,7 @@ impl Lookups {
                     );
                 }
                 let mut value = Vec::with_capacity(object.json().len());
-                push_one_line(&mut value, object.json().as_bytes());
+                push_compact(&mut value, object.json().as_bytes());
                 value
             }
             None => {

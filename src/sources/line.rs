@@ -90,7 +90,7 @@ pub fn push_line(out: &mut Vec<u8>, prefix: &str, item: &str) {
 }
 
 /// [`push_line`] with one more key at the end of the object: `key` and
-/// `value` (valid JSON text, made one line like the item).
+/// `value` (valid JSON text on one line, as [`push_compact`] makes it).
 pub fn push_line_adding(out: &mut Vec<u8>, prefix: &str, item: &str, key: &str, value: &[u8]) {
     let text = item.trim();
     let body = text.strip_prefix('{').unwrap_or(text).trim_start();
@@ -109,6 +109,26 @@ pub fn push_line_adding(out: &mut Vec<u8>, prefix: &str, item: &str, key: &str, 
     out.push(b':');
     push_one_line(out, value);
     out.extend_from_slice(b"}\n");
+}
+
+/// Appends valid JSON text without the whitespace between its tokens (a
+/// lookup's answer, which the API may pretty-print), each string and number
+/// as it came; then one line as [`push_one_line`] makes it.
+pub fn push_compact(out: &mut Vec<u8>, json: &[u8]) {
+    let mut compact = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            in_string = escaped || byte != b'"';
+            escaped = !escaped && byte == b'\\';
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        } else {
+            in_string = byte == b'"';
+        }
+        compact.push(byte);
+    }
+    push_one_line(out, &compact);
 }
 
 /// Appends valid JSON text so that it stays one line for every reader. A raw
@@ -197,6 +217,19 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"event_type\":\"threat\",\"tenant_id\":\"t\",\"a\": 1,\"devices\":[{  \"id\": \"d\"}]}\n\
              {\"event_type\":\"threat\",\"tenant_id\":\"t\",\"details\":null}\n"
+        );
+    }
+
+    #[test]
+    fn compact_drops_whitespace_between_tokens_only() {
+        let mut out = Vec::new();
+        push_compact(
+            &mut out,
+            b"{\n  \"a b\": [ 1 ,\t\"x \\\" y\" ],\r\n \"c\": \"\\\\\" }",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a b":[1,"x \" y"],"c":"\\"}"#
         );
     }
 }

@@ -16,7 +16,9 @@ mod line;
 mod threats;
 
 pub use item::Scan;
-pub use line::{line_prefix, push_line, push_line_adding, push_one_line, rename_reserved};
+pub use line::{
+    line_prefix, push_compact, push_line, push_line_adding, push_one_line, rename_reserved,
+};
 
 use crate::api::ListRequest;
 use crate::timefmt::{detection_query_time, threat_query_time};

@@ -197,6 +197,13 @@ fn detection_lines_carry_their_details_object_at_the_end() {
         let details = env.fake.detection_details(id).unwrap();
         assert!(details.is_object());
         assert_eq!(last_value(line, "details"), details, "{id}");
+        // Compact, also when the fake pretty-printed the answer (about half).
+        let text = &line[line.rfind(",\"details\":").unwrap() + 11..line.len() - 1];
+        assert_eq!(
+            text.len(),
+            serde_json::to_string(&details).unwrap().len(),
+            "{line}"
+        );
     }
 }
 
