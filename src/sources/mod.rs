@@ -301,4 +301,20 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn lookups_come_from_the_descriptions_one_per_source_at_most() {
+        assert_eq!(lookup_names(", "), "threat-devices, detection-details");
+        assert_eq!(default_lookup_names(","), "threat-devices");
+        assert_eq!(threats::SOURCE.lookup, Some(Lookup::ThreatDevices));
+        assert_eq!(detections::SOURCE.lookup, Some(Lookup::DetectionDetails));
+        assert_eq!(
+            lookup_from_name("Threat-Devices"),
+            Some(Lookup::ThreatDevices)
+        );
+        assert_eq!(lookup_from_name("devices"), None);
+        for lookup in lookups() {
+            assert_eq!(lookups().filter(|l| l.name() == lookup.name()).count(), 1);
+        }
+    }
 }
