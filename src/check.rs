@@ -1,20 +1,26 @@
-//! `cylance-logs check`: configuration, credentials and one page per source.
+//! `cylance-logs check`: configuration, credentials, one page per source and
+//! one call of each lookup `--enrich` has on.
 //!
 //! Writes nothing (no state directory, no lock, no output), so it is safe to
 //! run beside the timer. Says per step what worked and what did not, on
 //! standard output: the configuration, the access token, then the first page
 //! of each source (a source that fails does not stop the others: an operator
-//! fixing privileges wants to see all that are missing). Fails with the exit
+//! fixing privileges wants to see all that are missing), then each lookup of
+//! an enabled source with the privilege it needs, tried on the first item
+//! its source's page gave. Fails with the exit
 //! code and the one-line error a poll would give for the first failed step.
 
 use crate::api::ApiClient;
 use crate::config::{ApiSettings, RunSettings};
 use crate::control::RunControl;
 use crate::error::{Classify, ExitKind};
+use crate::lookup::{Ask, Lookups};
+use crate::pager::Slots;
 use crate::retry::RetryPolicy;
 use crate::timefmt::display;
 use anyhow::Result;
 use std::io::Write;
+use std::sync::Arc;
 
 /// One step's line; a closed standard output is an I/O failure (74), not a panic.
 fn say(line: &str) -> Result<()> {
@@ -45,7 +51,7 @@ pub fn check(
         api.app_id,
         names.join(", ")
     ))?;
-    let client = ApiClient::new(api, retry, settings.max_rps, control)?;
+    let client = ApiClient::new(api, retry, settings.max_rps, control.clone())?;
     if let Err(err) = client.authenticate() {
         say(&format!("token: FAILED: {err:#}"))?;
         for name in &names {
@@ -56,9 +62,17 @@ pub fn check(
     }
     say("token: ok, the API gave an access token for these credentials")?;
     let (mut failed, mut first_failure) = (0, None);
+    // Per source, the first item's key and time, for its lookup; `None` when
+    // its page failed.
+    let mut firsts = Vec::new();
     for &kind in &settings.sources {
         match client.fetch_page(&kind.list_request(&[]), 1) {
             Ok(page) => {
+                let first = page.items().next().map(|item| {
+                    kind.scan(item, &mut Vec::new())
+                        .map(|scan| (scan.id, scan.meta.time))
+                });
+                firsts.push((kind, Some(first)));
                 // A snapshot's items have no time of their own.
                 let newest = if kind.is_snapshot() {
                     String::new()
@@ -89,14 +103,60 @@ pub fn check(
                 ))?;
                 failed += 1;
                 first_failure.get_or_insert(err);
+                firsts.push((kind, None));
+            }
+        }
+    }
+    let client = Arc::new(client);
+    let lookups = Lookups::new(Arc::clone(&client), control, Arc::new(Slots::new(1)), 1);
+    let mut lookups_failed = 0;
+    for (kind, first) in firsts {
+        let Some(lookup) = kind.lookup.filter(|l| settings.enrich.contains(l)) else {
+            continue;
+        };
+        let head = format!("{} lookup (needs {})", lookup.name(), lookup.privilege());
+        let (id, time) = match first {
+            None => {
+                say(&format!("{head}: not tried, the {} list failed", kind.name))?;
+                continue;
+            }
+            Some(None) => {
+                say(&format!("{head}: not tried: no item to look up"))?;
+                continue;
+            }
+            Some(Some(Err(why))) => {
+                say(&format!(
+                    "{head}: not tried: the first {} item cannot be read ({why})",
+                    kind.name
+                ))?;
+                continue;
+            }
+            Some(Some(Ok(first))) => first,
+        };
+        match lookups.answers(lookup, kind, &[Ask { id: &id, time }]) {
+            Ok(_) => say(&format!(
+                "{head}: ok, GET answered for {} {}",
+                kind.name,
+                crate::untrusted::shown(&id)
+            ))?,
+            Err(err) => {
+                say(&format!("{head}: FAILED: {err:#}"))?;
+                lookups_failed += 1;
+                first_failure.get_or_insert(err);
             }
         }
     }
     match first_failure {
         None => say("check passed"),
         Some(err) => {
+            let lookups = if lookups_failed > 0 {
+                format!(", {lookups_failed} lookups failed")
+            } else {
+                String::new()
+            };
             say(&format!(
-                "check failed: {failed} of {} sources failed (see above); nothing was written",
+                "check failed: {failed} of {} sources failed{lookups} (see above); nothing was \
+                 written",
                 names.len()
             ))?;
             Err(err)

@@ -20,14 +20,19 @@ pub fn command() -> clap::Command {
     let default = crate::sources::default_names(",");
     // `mut_args`, not `mut_arg`: that one moves the option to the end of
     // the help.
-    Cli::command().mut_args(|arg| {
-        if arg.get_id() != "sources" {
-            return arg;
-        }
-        arg.help(format!(
+    let lookups = crate::sources::lookup_names(", ");
+    let default_lookups = crate::sources::default_lookup_names(",");
+    Cli::command().mut_args(|arg| match arg.get_id().as_str() {
+        "sources" => arg.help(format!(
             "Comma-separated sources to fetch: {names}. Default: {default}. \
              [env: CYLANCE_LOGS_SOURCES]"
-        ))
+        )),
+        "enrich" => arg.help(format!(
+            "Comma-separated lookups, each a request per new line whose answer the line \
+             carries: {lookups}; or none. Default: {default_lookups}. \
+             [env: CYLANCE_LOGS_ENRICH]"
+        )),
+        _ => arg,
     })
 }
 
@@ -137,6 +142,12 @@ pub struct GlobalOptions {
     // The help names the sources of `sources::ALL`: see `command()`.
     #[arg(long, global = true, value_name = "LIST")]
     pub sources: Option<String>,
+
+    // The help names the lookups of the sources' descriptions, and the
+    // default (threat-devices) from them: see `command()`.
+    // [env: CYLANCE_LOGS_ENRICH]
+    #[arg(long, global = true, value_name = "LIST")]
+    pub enrich: Option<String>,
 
     /// How far back the first poll without a checkpoint reaches. Default: 24h; at most
     /// 3650d.

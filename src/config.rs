@@ -17,7 +17,7 @@
 use crate::cli::{Cli, Command, GlobalOptions};
 use crate::error::{ExitKind, fail};
 use crate::retry::RetryPolicy;
-use crate::sources::{self, SourceKind};
+use crate::sources::{self, Lookup, SourceKind};
 use crate::timefmt::{display, display_duration, parse_duration, parse_user_time};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -144,6 +144,8 @@ pub struct StoreSettings {
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub sources: Vec<SourceKind>,
+    /// The lookups on (`--enrich`), in the order of `sources::lookups()`.
+    pub enrich: Vec<Lookup>,
     pub initial_lookback: Duration,
     pub overlap: Duration,
     /// At most one device snapshot per this interval.
@@ -691,6 +693,26 @@ impl<'a> Resolver<'a> {
         let names: Vec<&str> = sources.0.iter().map(|s| s.name).collect();
         self.note("--sources", names.join(","), sources.1);
         let sources = sources.0;
+        let enrich = match self.lookup(&o.enrich, "--enrich", "CYLANCE_LOGS_ENRICH")? {
+            None => (
+                sources::lookups()
+                    .filter(|lookup| lookup.on_by_default())
+                    .collect(),
+                Origin::Default(""),
+            ),
+            Some((list, origin)) => (
+                parse_enrich(&list).map_err(|why| config_error(format!("{origin}: {why}")))?,
+                origin,
+            ),
+        };
+        let names: Vec<&str> = enrich.0.iter().map(|l| l.name()).collect();
+        let shown = if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(",")
+        };
+        self.note("--enrich", shown, enrich.1);
+        let enrich = enrich.0;
         let initial_lookback = self.duration(
             &o.initial_lookback,
             "--initial-lookback",
@@ -759,6 +781,7 @@ impl<'a> Resolver<'a> {
         let max_rps = self.count(&o.max_rps, "--max-rps", "CYLANCE_LOGS_MAX_RPS", 10)?;
         Ok(RunSettings {
             sources,
+            enrich,
             initial_lookback,
             overlap,
             devices_every,
@@ -796,6 +819,38 @@ fn parse_sources(list: &str) -> Result<Vec<SourceKind>, String> {
         return Err("no source named".into());
     }
     Ok(sources)
+}
+
+/// `--enrich`: lookup names, or `none` alone for no lookup. Kept in the
+/// order of `sources::lookups()`, once each.
+fn parse_enrich(list: &str) -> Result<Vec<Lookup>, String> {
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    let known = || format!("known: {}, or none", sources::lookup_names(", "));
+    if names.is_empty() {
+        return Err(format!("no lookup named ({})", known()));
+    }
+    if names.iter().any(|n| n.eq_ignore_ascii_case("none")) {
+        if names.len() > 1 {
+            return Err(format!(
+                "'none' cannot be combined with lookups ({})",
+                known()
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    let mut chosen = Vec::new();
+    for name in names {
+        let lookup = sources::lookup_from_name(name)
+            .ok_or_else(|| format!("unknown lookup '{name}' ({})", known()))?;
+        chosen.push(lookup);
+    }
+    Ok(sources::lookups()
+        .filter(|lookup| chosen.contains(lookup))
+        .collect())
 }
 
 /// Reads a regular file of at most [`MAX_SECRET_FILE`] bytes. Opened

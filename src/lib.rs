@@ -9,7 +9,8 @@
 //! The flow of a run, one module each: `lock` (one run per state dir) →
 //! `checkpoint` (what is written) → `output` (crash recovery, locked
 //! appends) → `run` (per source: window, slices, dedupe, commits) → `pager`
-//! (the pages of one window, in order) → `api` (auth, requests, pacing) with
+//! (the pages of one window, in order) and `lookup` (what a new line carries
+//! from a request of its own: a threat's devices, a detection's details) → `api` (auth, requests, pacing) with
 //! `retry` (the retry policy) and `control` (signals, run time). A page's
 //! items become lines through `sources` (what each source says about itself,
 //! and the list of all of them; one small module per source). `metrics` and
@@ -31,6 +32,7 @@ mod control;
 pub mod error;
 mod lock;
 mod log;
+mod lookup;
 mod metrics;
 mod output;
 mod pager;

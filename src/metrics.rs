@@ -27,6 +27,8 @@ pub struct RunFigures {
     pub events: Vec<(SourceKind, u64)>,
     /// Items this run first rejected to `rejected.jsonl`, per source.
     pub rejected: Vec<(SourceKind, u64)>,
+    /// Lookup requests this run made for new lines (`--enrich`), per source.
+    pub lookups: Vec<(SourceKind, u64)>,
     pub resources: Option<Resources>,
 }
 
@@ -170,6 +172,18 @@ fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures
                 .map(|(_, n)| *n as f64)
         }),
     );
+    metric(
+        "last_run_lookups",
+        "gauge",
+        "Lookup requests the last run made for the lines it wrote (--enrich), per source.",
+        &per_source(&|kind| {
+            figures
+                .lookups
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, n)| *n as f64)
+        }),
+    );
     if let Some(resources) = figures.resources {
         metric(
             "last_run_peak_memory_bytes",
@@ -227,6 +241,7 @@ mod tests {
             rate_limited: 1,
             events: vec![(sources::from_name("threats").unwrap(), 4)],
             rejected: vec![(sources::from_name("threats").unwrap(), 2)],
+            lookups: vec![(sources::from_name("threats").unwrap(), 5)],
             resources: Resources::of_this_process(),
         };
         let text = render("t\"1", None, &figures);
@@ -239,6 +254,9 @@ mod tests {
         assert!(text.contains("cylance_logs_last_run_peak_memory_bytes{"));
         assert!(text.contains(
             "cylance_logs_last_run_rejected{tenant_id=\"t\\\"1\",source=\"threats\"} 2\n"
+        ));
+        assert!(text.contains(
+            "cylance_logs_last_run_lookups{tenant_id=\"t\\\"1\",source=\"threats\"} 5\n"
         ));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();

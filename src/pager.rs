@@ -9,7 +9,9 @@
 //! Pages fetched past the point where the caller stopped are dropped unread.
 //! Each page's buffer goes back to the client for the next answer.
 //!
-//! This is the one place that asks the API for a list page.
+//! This is the one place that asks the API for a list page. Each request
+//! holds one of the run's [`Slots`], which the lookups of new lines share:
+//! `--concurrency` bounds list pages and lookups in flight together.
 
 use crate::api::{ApiClient, Page};
 use crate::control::RunControl;
@@ -17,7 +19,7 @@ use crate::sources::SourceKind;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 /// One list to read: a source's endpoint with the query of one window.
 pub struct List {
@@ -42,11 +44,48 @@ pub enum Flow {
     Stop,
 }
 
+/// The `--concurrency` requests in flight that list pages and lookups share.
+/// A holder waits for nothing else while it holds a slot (one request,
+/// retries included), so a waiting thread always gets one.
+pub struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One request's slot, given back when dropped.
+pub struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub fn new(count: usize) -> Slots {
+        Slots {
+            free: Mutex::new(count.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub fn hold(&self) -> Slot<'_> {
+        let mut free = self.free.lock().expect("slots lock");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("slots lock");
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("slots lock") += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 #[derive(Clone)]
 pub struct Pager {
     client: Arc<ApiClient>,
     control: RunControl,
     concurrency: usize,
+    slots: Arc<Slots>,
 }
 
 impl Pager {
@@ -55,7 +94,13 @@ impl Pager {
             client,
             control,
             concurrency: concurrency as usize,
+            slots: Arc::new(Slots::new(concurrency as usize)),
         }
+    }
+
+    /// The slots its requests hold, for the lookups to share.
+    pub fn slots(&self) -> Arc<Slots> {
+        Arc::clone(&self.slots)
     }
 
     /// Hands the pages of `list` to `each`, in order, until the list ends or
@@ -80,6 +125,7 @@ impl Pager {
 
     /// The one request for a list page.
     fn fetch(&self, list: &List, number: u32) -> Result<Page> {
+        let _slot = self.slots.hold();
         self.client
             .fetch_page(&list.source.list_request(&list.query), number)
     }

@@ -39,8 +39,17 @@ impl Progress {
     }
 
     /// After each page. `total_pages` is the server's count for the whole
-    /// window (0 when unknown).
-    pub fn page(&mut self, kind: SourceKind, pages: u64, total_pages: u64, events: u64) {
+    /// window (0 when unknown); `lookups` the lookup requests so far. A
+    /// page's time includes its lookups, so the ETA (time per page so far,
+    /// times the pages left) counts them too.
+    pub fn page(
+        &mut self,
+        kind: SourceKind,
+        pages: u64,
+        total_pages: u64,
+        events: u64,
+        lookups: u64,
+    ) {
         if self.source != Some(kind) {
             self.end_line();
             self.source = Some(kind);
@@ -56,7 +65,14 @@ impl Progress {
             return;
         }
         self.last_shown = Some(Instant::now());
-        let line = describe(kind, pages, total_pages, events, self.started.elapsed());
+        let line = describe(
+            kind,
+            pages,
+            total_pages,
+            events,
+            lookups,
+            self.started.elapsed(),
+        );
         if self.terminal {
             let _ = write!(std::io::stderr(), "\r\x1b[K{line}");
             self.drawn = true;
@@ -79,6 +95,7 @@ fn describe(
     pages: u64,
     total_pages: u64,
     events: u64,
+    lookups: u64,
     elapsed: Duration,
 ) -> String {
     let seconds = elapsed.as_secs_f64().max(0.001);
@@ -94,6 +111,9 @@ fn describe(
             kind.name
         )
     };
+    if lookups > 0 {
+        line += &format!(", {lookups} lookups");
+    }
     if total_pages > pages && pages > 0 {
         let eta = seconds / pages as f64 * (total_pages - pages) as f64;
         line += &format!(
@@ -115,17 +135,31 @@ mod tests {
             10,
             40,
             2000,
+            0,
             Duration::from_secs(5),
         );
         assert_eq!(
             line,
             "backfill threats: page 10/40, 2000 events, 400/s, ETA 15s"
         );
+        let looked_up = describe(
+            crate::sources::from_name("threats").unwrap(),
+            10,
+            40,
+            2000,
+            2003,
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            looked_up,
+            "backfill threats: page 10/40, 2000 events, 400/s, 2003 lookups, ETA 15s"
+        );
         let unknown = describe(
             crate::sources::from_name("detections").unwrap(),
             3,
             0,
             30,
+            0,
             Duration::from_secs(1),
         );
         assert_eq!(unknown, "backfill detections: page 3, 30 events, 30/s");

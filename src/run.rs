@@ -6,7 +6,9 @@
 //! range before what is already written) → its pages, in order (`pager`) →
 //! its lines: keep exactly the window on the client, skip keys already
 //! written (the items read by their source's description, `sources`) →
-//! append them (`output`) → sync the output and commit the checkpoint. The
+//! their lookups, when `--enrich` has the source's on (`lookup`; all of a
+//! page's before any of its lines) → append them (`output`) → sync the
+//! output and commit the checkpoint. The
 //! window is fixed once, at the start of the run. Each source's state for
 //! the run is one [`SourceRun`].
 //!
@@ -29,22 +31,22 @@ use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
 use crate::error::{ExitKind, exit_code_of, fail};
 use crate::lock::{RunLock, ensure_state_dir};
+use crate::lookup::{Ask, Lookups};
 use crate::metrics::{self, Resources, RunFigures};
 use crate::output::{Output, RecoveredEvent};
 use crate::pager::{Flow, List, PageAt, Pager};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
 use crate::sources::{
-    self, SERVER_WINDOW_PAD, SNAPSHOT_TIME_KEY, SourceKind, line_prefix, push_line,
-    push_line_added, push_one_line, rename_reserved,
+    self, SERVER_WINDOW_PAD, SNAPSHOT_TIME_KEY, Scan, SourceKind, line_prefix, push_line,
+    push_line_adding, push_one_line, rename_reserved,
 };
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Timelike, Utc};
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -135,6 +137,18 @@ struct SourceTally {
     pages: u64,
     /// Items first rejected by this run.
     rejected: u64,
+    /// Lookup requests made for its lines (further pages of a device list
+    /// included, retries not).
+    lookups: u64,
+}
+
+/// A line a page will write, before its lookup.
+struct Chosen<'a> {
+    /// The item as it came.
+    item: &'a str,
+    /// The item with its reserved keys renamed, when it had any.
+    renamed: Option<String>,
+    scan: Scan,
 }
 
 /// One source's state for the run.
@@ -164,6 +178,8 @@ struct Run {
     /// For the request figures; lists are read through `pager`.
     client: Arc<ApiClient>,
     pager: Pager,
+    /// The lookups of new lines (`--enrich`), sharing the client.
+    lookups: Lookups,
     started: DateTime<Utc>,
     /// The sources fetched, in `--sources` order, then every other source.
     sources: Vec<SourceRun>,
@@ -208,6 +224,9 @@ pub fn run_job(
         rejected: run
             .as_ref()
             .map_or_else(Vec::new, |r| r.figures(|tally| tally.rejected)),
+        lookups: run
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.figures(|tally| tally.lookups)),
         resources: Resources::of_this_process(),
     };
     if let Some(run) = &run {
@@ -281,7 +300,14 @@ fn run_locked(
             settings.max_rps,
             control.clone(),
         )?);
-        let pager = Pager::new(Arc::clone(&client), control, settings.concurrency);
+        let pager = Pager::new(Arc::clone(&client), control.clone(), settings.concurrency);
+        // Lookups share the pager's slots: --concurrency bounds both together.
+        let lookups = Lookups::new(
+            Arc::clone(&client),
+            control,
+            pager.slots(),
+            settings.concurrency,
+        );
         let sources = source_runs(&settings.sources, &checkpoint, &recovered);
         // No state to keep recovered keys of a source in when it has none
         // yet and is not fetched now: leave the output mark where it is, so
@@ -301,6 +327,7 @@ fn run_locked(
             output,
             client,
             pager,
+            lookups,
             started,
             progress: matches!(job, Job::Backfill { .. }).then(Progress::new),
             keep_output_mark,
@@ -640,11 +667,15 @@ impl Run {
     }
 
     /// Keeps exactly `[start, end)` of one page, skips keys already written,
-    /// appends the rest in one locked write.
+    /// looks up what the source's lookup adds to those lines (when
+    /// `--enrich` has it on), then appends them in one locked write.
     ///
-    /// Keys enter `seen` as their lines are buffered. If the append then
-    /// fails, the run ends with exit 74 and `finish` commits nothing, so no
-    /// key of an unwritten line can reach the checkpoint.
+    /// Keys enter `seen` only once every lookup of the page is in, just
+    /// before the append: a lookup that fails (75) leaves `seen` as it was,
+    /// so the commit `finish` makes after a 75 cannot record a key whose
+    /// line was not written. If the append fails, the run ends with exit 74
+    /// and `finish` commits nothing, so no key of an unwritten line can
+    /// reach the checkpoint either.
     fn process_page(
         &mut self,
         at: usize,
@@ -659,27 +690,29 @@ impl Run {
         } = at_page;
         let source = &mut self.sources[at];
         let kind = source.kind;
-        if let Some(lookup) = kind.lookup {
-            // Issue 12: a lookup per new item, before its line is written.
-            match lookup {}
-        }
+        let lookup = kind
+            .lookup
+            .filter(|lookup| self.settings.enrich.contains(lookup));
         let prefix = line_prefix(kind, &self.tenant_id);
-        // The keys the tool adds at the end of each line.
-        let added = match place {
+        // A snapshot's lines end with its time; a window's with the lookup's
+        // answer, if any (no source has both).
+        let snapshot_time = match place {
             Place::Window { .. } => None,
-            Place::Snapshot(time) => Some(format!(
-                "\"{SNAPSHOT_TIME_KEY}\":\"{}\"",
-                time.to_rfc3339_opts(SecondsFormat::Secs, true)
-            )),
+            Place::Snapshot(time) => Some(
+                serde_json::to_string(&time.to_rfc3339_opts(SecondsFormat::Secs, true))
+                    .expect("a string serializes"),
+            ),
         };
-        let seen = &mut source.seen;
-        // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
-        let mut lines = std::mem::take(&mut self.line_buffer);
-        lines.clear();
+        let seen = &source.seen;
         let mut outcome = PageOutcome::default();
         let started = self.started;
         // Items that cannot be placed, with why; kept aside after the page.
         let mut rejects: Vec<(String, &str)> = Vec::new();
+        // The lines to write: the item (renamed if it had reserved keys) and
+        // what a lookup needs, with the key that enters `seen` once written.
+        let mut chosen: Vec<Chosen<'_>> = Vec::new();
+        // Keys chosen on this page: an item twice on one page is written once.
+        let mut page_keys: HashSet<String> = HashSet::new();
         let mut replaced_utf8 = 0u64;
         for item in page.items() {
             let scanned = match place {
@@ -693,7 +726,7 @@ impl Run {
                     continue;
                 }
             };
-            let meta = scan.meta;
+            let meta = &scan.meta;
             if let Place::Window { start, end } = place {
                 if let Some(why) = kind.implausible_time(meta.time, started) {
                     rejects.push((why, item));
@@ -708,28 +741,72 @@ impl Run {
                     continue;
                 }
             }
-            if let Entry::Vacant(slot) = seen.entry(meta.key) {
-                let text = if scan.reserved {
-                    match rename_reserved(item) {
-                        Ok(renamed) => Cow::Owned(renamed),
-                        Err(why) => {
-                            rejects.push((why, item));
-                            continue;
-                        }
-                    }
-                } else {
-                    Cow::Borrowed(item)
-                };
-                match &added {
-                    Some(added) => push_line_added(&mut lines, &prefix, &text, added),
-                    None => push_line(&mut lines, &prefix, &text),
-                }
-                slot.insert(meta.time);
-                outcome.written += 1;
-                if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
-                    replaced_utf8 += 1;
-                }
+            if seen.contains_key(&meta.key) || page_keys.contains(&meta.key) {
+                continue;
             }
+            let renamed = if scan.reserved {
+                match rename_reserved(item) {
+                    Ok(renamed) => Some(renamed),
+                    Err(why) => {
+                        rejects.push((why, item));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
+                replaced_utf8 += 1;
+            }
+            page_keys.insert(meta.key.clone());
+            chosen.push(Chosen {
+                item,
+                renamed,
+                scan,
+            });
+        }
+        // Every lookup before any line: a failure here writes nothing.
+        let answers = match lookup {
+            None => None,
+            Some(lookup) => {
+                let asks: Vec<Ask<'_>> = chosen
+                    .iter()
+                    .map(|c| Ask {
+                        id: &c.scan.id,
+                        time: c.scan.meta.time,
+                    })
+                    .collect();
+                let answers = self.lookups.answers(lookup, kind, &asks)?;
+                Some((lookup, answers))
+            }
+        };
+        // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
+        let mut lines = std::mem::take(&mut self.line_buffer);
+        lines.clear();
+        let source = &mut self.sources[at];
+        for (i, chosen) in chosen.into_iter().enumerate() {
+            let item = chosen.renamed.as_deref().unwrap_or(chosen.item);
+            match (&answers, &snapshot_time) {
+                (Some((lookup, answers)), _) => push_line_adding(
+                    &mut lines,
+                    &prefix,
+                    item,
+                    lookup.added_key(),
+                    &answers.values[i],
+                ),
+                (None, Some(time)) => push_line_adding(
+                    &mut lines,
+                    &prefix,
+                    item,
+                    SNAPSHOT_TIME_KEY,
+                    time.as_bytes(),
+                ),
+                (None, None) => push_line(&mut lines, &prefix, item),
+            }
+            source
+                .seen
+                .insert(chosen.scan.meta.key, chosen.scan.meta.time);
+            outcome.written += 1;
         }
         self.output.append(&lines)?;
         self.line_buffer = lines;
@@ -747,9 +824,14 @@ impl Run {
         let expected = *source.expected_pages.get_or_insert(total_pages);
         source.tally.pages += 1;
         source.tally.events += outcome.written;
-        let (pages, events) = (source.tally.pages, source.tally.events);
+        source.tally.lookups += answers.map_or(0, |(_, answers)| answers.requests);
+        let (pages, events, lookups) = (
+            source.tally.pages,
+            source.tally.events,
+            source.tally.lookups,
+        );
         if let Some(progress) = &mut self.progress {
-            progress.page(kind, pages, expected, events);
+            progress.page(kind, pages, expected, events, lookups);
         }
         Ok(outcome)
     }
@@ -858,8 +940,13 @@ impl Run {
                 } else {
                     String::new()
                 };
+                let lookups = if self.settings.enrich.iter().any(|l| kind.lookup == Some(*l)) {
+                    format!(", {} lookups", tally.lookups)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} {} new ({} pages{rejected})",
+                    "{} {} new ({} pages{lookups}{rejected})",
                     kind.name, tally.events, tally.pages
                 )
             })

@@ -53,7 +53,7 @@ _cylance__logs() {
 
     case "${cmd}" in
         cylance__logs)
-            opts="-v -h -V --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help --version poll backfill check status help"
+            opts="-v -h -V --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --enrich --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help --version poll backfill check status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -92,6 +92,10 @@ _cylance__logs() {
                     return 0
                     ;;
                 --sources)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --enrich)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -139,7 +143,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__backfill)
-            opts="-v -h --since --until --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
+            opts="-v -h --since --until --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --enrich --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -189,6 +193,10 @@ _cylance__logs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --enrich)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --initial-lookback)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -233,7 +241,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__check)
-            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
+            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --enrich --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -272,6 +280,10 @@ _cylance__logs() {
                     return 0
                     ;;
                 --sources)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --enrich)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -403,7 +415,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__poll)
-            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
+            opts="-v -h --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --enrich --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -442,6 +454,10 @@ _cylance__logs() {
                     return 0
                     ;;
                 --sources)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --enrich)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -489,7 +505,7 @@ _cylance__logs() {
             return 0
             ;;
         cylance__subcmd__logs__subcmd__status)
-            opts="-v -h --json --max-age --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
+            opts="-v -h --json --max-age --app-id --tenant-id --app-secret-file --region --api-url --ca-file --output --state-dir --sources --enrich --initial-lookback --devices-every --overlap --timeout --lock-wait --max-runtime --concurrency --max-rps --metrics-file --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -532,6 +548,10 @@ _cylance__logs() {
                     return 0
                     ;;
                 --sources)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --enrich)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 //! CylanceOPTICS detections: `GET /detections/v2`, one event per `Id`.
 
-use super::{Key, Order, QueryTime, Shape, Source, Windowed};
+use super::{Key, Lookup, Order, QueryTime, Shape, Source, Windowed};
 use crate::timefmt::parse_api_time;
 
 pub static SOURCE: Source = Source {
@@ -27,5 +27,5 @@ pub static SOURCE: Source = Source {
         // promise: every page is read.
         order: Order::Unknown,
     }),
-    lookup: None,
+    lookup: Some(Lookup::DetectionDetails),
 };

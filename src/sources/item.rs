@@ -34,9 +34,12 @@ pub struct ItemMeta {
 #[derive(Debug)]
 pub struct Scan {
     pub meta: ItemMeta,
-    /// The item has a top-level `event_type` or `tenant_id` of its own: write
-    /// it through [`super::rename_reserved`].
+    /// The item has a top-level key the tool writes (`event_type`,
+    /// `tenant_id`, `devices`, `details`) of its own: write it through
+    /// [`super::rename_reserved`].
     pub reserved: bool,
+    /// The key field's text as sent (case kept): what a lookup names.
+    pub id: String,
 }
 
 impl Source {
@@ -102,14 +105,16 @@ impl Source {
                     .ok_or_else(|| format!("unreadable {time_field} {}", quoted(&raw_time)))?
             }
         };
+        let id = key.into_owned();
         let key = if self.key.with_time {
-            format!("{}@{}", key.to_ascii_lowercase(), time.timestamp_micros())
+            format!("{}@{}", id.to_ascii_lowercase(), time.timestamp_micros())
         } else {
-            key.to_ascii_lowercase()
+            id.to_ascii_lowercase()
         };
         Ok(Scan {
             meta: ItemMeta { key, time },
             reserved: found.reserved,
+            id,
         })
     }
 

@@ -2,34 +2,39 @@
 //!
 //! The output line is the API item exactly as it came, bytes and field order
 //! included, with two keys put in front: `event_type` (from the source's
-//! description) and `tenant_id`, and the keys the tool adds at the end (a
-//! device line's `snapshot_time`).
+//! description) and `tenant_id`, and the keys the tool adds at the end: a
+//! lookup's answer (`devices` on a threat line, `details` on a detection
+//! line, with `--enrich`) and a device line's `snapshot_time`.
 //!
 //! The output contract for the tool's names (`RESERVED`): they are the only
 //! top-level keys of those names on a line. An item that has its own
 //! top-level key of such a name keeps it as `api_<name>` (`api_event_type`,
-//! `api_tenant_id`, `api_snapshot_time`; that item alone is re-serialized:
-//! same keys, order and values, but not its whitespace). No line has a
-//! duplicate top-level key: an item that has one is rejected (the real API
-//! never sends such items). Raw U+2028, U+2029 and U+0085 are written as `\u`
-//! escapes, the same JSON value, so that a line is one line also for readers
-//! that split on them.
+//! `api_tenant_id`, `api_devices`, `api_details`, `api_snapshot_time`; that
+//! item alone is re-serialized: same keys, order and values, but not its
+//! whitespace). No line has a duplicate top-level key: an item that has one
+//! is rejected (the real API never sends such items). Raw U+2028, U+2029 and
+//! U+0085 are written as `\u` escapes, the same JSON value, so that a line is
+//! one line also for readers that split on them.
 
 use super::SourceKind;
 use super::item::{Entries, unreadable};
 
-/// The keys the tool writes (the two it puts first on each line, and those
-/// it adds at the end), and what an item's own top-level keys of those names
-/// become.
-pub(super) const RESERVED: [(&str, &str); 3] = [
+/// The keys the tool writes on a line, and what an item's own top-level keys
+/// of those names become: the two it puts first on each line, and those it
+/// adds at the end. The added keys are reserved on every line of every
+/// source, whether this run adds them or not, so that a line's shape does
+/// not depend on the settings: a field `devices` is always ours.
+pub(super) const RESERVED: [(&str, &str); 5] = [
     ("event_type", "api_event_type"),
     ("tenant_id", "api_tenant_id"),
+    ("devices", "api_devices"),
+    ("details", "api_details"),
     (super::SNAPSHOT_TIME_KEY, "api_snapshot_time"),
 ];
 
-/// The item with its own top-level `event_type` and `tenant_id` renamed to
-/// `api_event_type` and `api_tenant_id`; values are kept byte for byte. An
-/// error (the reason to reject it) when a new name is already taken.
+/// The item with its own top-level reserved keys ([`RESERVED`]) renamed to
+/// `api_<name>`; values are kept byte for byte. An error (the reason to
+/// reject it) when a new name is already taken.
 pub fn rename_reserved(item: &str) -> Result<String, String> {
     let Entries(entries) = serde_json::from_str(item).map_err(unreadable)?;
     let mut out = String::with_capacity(item.len() + 16);
@@ -87,21 +92,46 @@ pub fn push_line(out: &mut Vec<u8>, prefix: &str, item: &str) {
     out.push(b'\n');
 }
 
-/// [`push_line`] with `added` (one or more `"name":value` members, valid
-/// JSON) as the last members of the object: the keys the tool adds go after
-/// the item's own.
-pub fn push_line_added(out: &mut Vec<u8>, prefix: &str, item: &str, added: &str) {
+/// [`push_line`] with one more key at the end of the object: `key` and
+/// `value` (valid JSON text on one line, as [`push_compact`] makes it).
+pub fn push_line_adding(out: &mut Vec<u8>, prefix: &str, item: &str, key: &str, value: &[u8]) {
     let text = item.trim();
-    let body = text.strip_prefix('{').unwrap_or(text);
-    let body = body.strip_suffix('}').unwrap_or(body).trim();
+    let body = text.strip_prefix('{').unwrap_or(text).trim_start();
+    let body = body.strip_suffix('}').unwrap_or(body).trim_end();
     out.extend_from_slice(prefix.as_bytes());
     if !body.is_empty() {
         out.push(b',');
         push_one_line(out, body.as_bytes());
     }
     out.push(b',');
-    push_one_line(out, added.as_bytes());
+    out.extend_from_slice(
+        serde_json::to_string(key)
+            .expect("a string serializes")
+            .as_bytes(),
+    );
+    out.push(b':');
+    push_one_line(out, value);
     out.extend_from_slice(b"}\n");
+}
+
+/// Appends valid JSON text without the whitespace between its tokens (a
+/// lookup's answer, which the API may pretty-print), each string and number
+/// as it came; then one line as [`push_one_line`] makes it.
+pub fn push_compact(out: &mut Vec<u8>, json: &[u8]) {
+    let mut compact = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            in_string = escaped || byte != b'"';
+            escaped = !escaped && byte == b'\\';
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        } else {
+            in_string = byte == b'"';
+        }
+        compact.push(byte);
+    }
+    push_one_line(out, &compact);
 }
 
 /// Appends valid JSON text so that it stays one line for every reader. A raw
@@ -163,13 +193,14 @@ mod tests {
     fn added_keys_go_last_after_the_items_own() {
         let prefix = line_prefix(THREATS, "t");
         let mut out = Vec::new();
-        push_line_added(
+        push_line_adding(
             &mut out,
             &prefix,
             " {\"id\": \"a\"\n} ",
-            "\"snapshot_time\":\"x\"",
+            "snapshot_time",
+            b"\"x\"",
         );
-        push_line_added(&mut out, &prefix, "{ }", "\"snapshot_time\":\"x\"");
+        push_line_adding(&mut out, &prefix, "{ }", "snapshot_time", b"\"x\"");
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"event_type\":\"threat\",\"tenant_id\":\"t\",\"id\": \"a\",\"snapshot_time\":\"x\"}\n\
@@ -190,5 +221,37 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         let original: serde_json::Value = serde_json::from_str(item).unwrap();
         assert_eq!(value["m"], original["m"]);
+    }
+
+    #[test]
+    fn an_added_key_goes_last_on_one_line_also_for_an_empty_or_spread_item() {
+        let prefix = line_prefix(THREATS, "t");
+        let mut out = Vec::new();
+        push_line_adding(
+            &mut out,
+            &prefix,
+            "{\n  \"a\": 1\n}\n",
+            "devices",
+            b"[{\n \"id\": \"d\"}]",
+        );
+        push_line_adding(&mut out, &prefix, " { } ", "details", b"null");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"event_type\":\"threat\",\"tenant_id\":\"t\",\"a\": 1,\"devices\":[{  \"id\": \"d\"}]}\n\
+             {\"event_type\":\"threat\",\"tenant_id\":\"t\",\"details\":null}\n"
+        );
+    }
+
+    #[test]
+    fn compact_drops_whitespace_between_tokens_only() {
+        let mut out = Vec::new();
+        push_compact(
+            &mut out,
+            b"{\n  \"a b\": [ 1 ,\t\"x \\\" y\" ],\r\n \"c\": \"\\\\\" }",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a b":[1,"x \" y"],"c":"\\"}"#
+        );
     }
 }

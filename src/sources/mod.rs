@@ -17,7 +17,10 @@ mod line;
 mod memory_protection;
 mod threats;
 
-pub use line::{line_prefix, push_line, push_line_added, push_one_line, rename_reserved};
+pub use item::Scan;
+pub use line::{
+    line_prefix, push_compact, push_line, push_line_adding, push_one_line, rename_reserved,
+};
 
 use crate::api::ListRequest;
 use crate::timefmt::{detection_query_time, threat_query_time};
@@ -87,8 +90,8 @@ pub struct Source {
     pub page_size: u32,
     pub key: Key,
     pub shape: Shape,
-    /// A request per new item whose answer its line carries; `None` for all
-    /// sources yet.
+    /// A request per new item whose answer its line carries (when
+    /// `--enrich` names it); the item's key field names the object.
     pub lookup: Option<Lookup>,
 }
 
@@ -170,11 +173,80 @@ pub struct Key {
 }
 
 /// A request per new item whose answer its line carries under an added key
-/// (the devices a threat was found on, a detection's details). None exists
-/// yet: with no variant, `None` is the only value, and adding one makes the
-/// compiler point at the place in `run.rs` that must perform it.
-#[derive(Debug, Clone, Copy)]
-pub enum Lookup {}
+/// (the devices a threat was found on, a detection's details). `run.rs`
+/// performs it (`lookup.rs`) for the lines a page will write, before they
+/// are written; `--enrich` names the ones that are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// `GET /threats/v2/{sha256}/devices`, every page: the sightings whose
+    /// `date_found` is the line's `last_found`, as an array under `devices`.
+    ThreatDevices,
+    /// `GET /detections/v2/{Id}/details`: the object under `details`.
+    DetectionDetails,
+}
+
+impl Lookup {
+    /// The name in `--enrich`, metrics and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lookup::ThreatDevices => "threat-devices",
+            Lookup::DetectionDetails => "detection-details",
+        }
+    }
+
+    /// The key its answer is added under, at the end of the line.
+    pub fn added_key(self) -> &'static str {
+        match self {
+            Lookup::ThreatDevices => "devices",
+            Lookup::DetectionDetails => "details",
+        }
+    }
+
+    /// The privilege the API application needs for it.
+    pub fn privilege(self) -> &'static str {
+        match self {
+            Lookup::ThreatDevices => "threat:devicelist",
+            Lookup::DetectionDetails => "opticsdetect:read",
+        }
+    }
+
+    /// On without `--enrich`: the devices a threat was found on are what
+    /// makes a threat line actionable; details cost a request per detection
+    /// for fields the list mostly has.
+    pub fn on_by_default(self) -> bool {
+        match self {
+            Lookup::ThreatDevices => true,
+            Lookup::DetectionDetails => false,
+        }
+    }
+}
+
+/// Every lookup, from the sources' descriptions, in the order of [`ALL`].
+pub fn lookups() -> impl Iterator<Item = Lookup> {
+    ALL.iter().filter_map(|source| source.lookup)
+}
+
+/// The lookup named `name` in `--enrich` (any case).
+pub fn lookup_from_name(name: &str) -> Option<Lookup> {
+    lookups().find(|lookup| lookup.name().eq_ignore_ascii_case(name))
+}
+
+/// The names of all lookups, joined by `separator`, for help text and errors.
+pub fn lookup_names(separator: &str) -> String {
+    lookups()
+        .map(Lookup::name)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+/// The names of the lookups on by default, joined by `separator`.
+pub fn default_lookup_names(separator: &str) -> String {
+    lookups()
+        .filter(|lookup| lookup.on_by_default())
+        .map(Lookup::name)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
 
 impl Source {
     /// The query parameters asking for `[from, to)`, padded on both sides by
@@ -278,5 +350,21 @@ mod tests {
                 ("sort", "-ReceivedTime".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn lookups_come_from_the_descriptions_one_per_source_at_most() {
+        assert_eq!(lookup_names(", "), "threat-devices, detection-details");
+        assert_eq!(default_lookup_names(","), "threat-devices");
+        assert_eq!(threats::SOURCE.lookup, Some(Lookup::ThreatDevices));
+        assert_eq!(detections::SOURCE.lookup, Some(Lookup::DetectionDetails));
+        assert_eq!(
+            lookup_from_name("Threat-Devices"),
+            Some(Lookup::ThreatDevices)
+        );
+        assert_eq!(lookup_from_name("devices"), None);
+        for lookup in lookups() {
+            assert_eq!(lookups().filter(|l| l.name() == lookup.name()).count(), 1);
+        }
     }
 }

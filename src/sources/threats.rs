@@ -1,6 +1,6 @@
 //! Threats: `GET /threats/v2`, newest first, one event per file and sighting.
 
-use super::{Key, Order, QueryTime, Shape, Source, Windowed};
+use super::{Key, Lookup, Order, QueryTime, Shape, Source, Windowed};
 use crate::timefmt::parse_api_time;
 
 pub static SOURCE: Source = Source {
@@ -25,5 +25,5 @@ pub static SOURCE: Source = Source {
         parse_time: parse_api_time,
         order: Order::NewestFirst,
     }),
-    lookup: None,
+    lookup: Some(Lookup::ThreatDevices),
 };

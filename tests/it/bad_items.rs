@@ -217,7 +217,8 @@ fn own_tenant_id_and_event_type_are_kept_under_api_names_never_twice() {
             "api_tenant_id",
             "sha256",
             "api_event_type",
-            "last_found"
+            "last_found",
+            "devices"
         ]
     );
     let value: Value = serde_json::from_str(line).unwrap();

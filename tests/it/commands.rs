@@ -152,11 +152,15 @@ fn metrics_file_reports_each_run_for_node_exporter() {
     assert!(text.contains(&format!(
         "cylance_logs_events_written_total{{tenant_id=\"{tenant}\",source=\"threats\"}} 7\n"
     )));
+    // The token, a page per source and a devices lookup per new threat.
     assert!(text.contains(&format!(
-        "cylance_logs_last_run_requests{{tenant_id=\"{tenant}\"}} 4\n"
+        "cylance_logs_last_run_requests{{tenant_id=\"{tenant}\"}} 11\n"
     )));
     assert!(text.contains(&format!(
         "cylance_logs_last_run_events{{tenant_id=\"{tenant}\",source=\"memory-protection\"}} 0\n"
+    )));
+    assert!(text.contains(&format!(
+        "cylance_logs_last_run_lookups{{tenant_id=\"{tenant}\",source=\"threats\"}} 7\n"
     )));
     assert!(text.contains("# TYPE cylance_logs_last_success_timestamp_seconds gauge"));
     // A failed run still reports, with its exit code.
@@ -271,7 +275,12 @@ fn check_says_per_step_what_worked() {
     assert!(lines[2].starts_with("threats (threat:list): ok, 3 items in all"));
     assert!(lines[3].starts_with("detections (opticsdetect:list): ok, 0 items in all"));
     assert!(lines[4].starts_with("memory-protection (memoryprotection:list): ok, 0 items in all"));
-    assert_eq!(lines[5], "check passed");
+    assert!(
+        lines[5].starts_with("threat-devices lookup (needs threat:devicelist): ok"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[6], "check passed");
 }
 
 #[test]

@@ -255,6 +255,7 @@ fn verbose_shows_each_setting_with_where_it_came_from() {
         "--ca-file = none, the bundled roots (from default)".to_string(),
         "--sources = threats,detections,memory-protection (from default)".to_string(),
         "--devices-every = 1d (from default)".to_string(),
+        "--enrich = threat-devices (from default)".to_string(),
         format!(
             "application secret = (not shown) (from the file {secret_file}, given by \
              --app-secret-file)"
@@ -376,4 +377,61 @@ fn an_unknown_source_is_78_naming_it_and_every_known_source() {
     );
     assert!(env.fake.requests().is_empty());
     assert!(env.lines().is_empty());
+}
+
+#[test]
+fn enrich_names_its_origin_and_an_unknown_lookup_is_78_naming_every_known_one() {
+    let env = TestEnv::new();
+    let out = env
+        .finish(
+            env.command(&["poll", "-v"])
+                .env("CYLANCE_LOGS_ENRICH", "detection-details, THREAT-devices")
+                .spawn()
+                .unwrap(),
+        )
+        .expect(0);
+    assert!(
+        setting_lines(&out.stderr)
+            .contains(&"--enrich = threat-devices,detection-details (from $CYLANCE_LOGS_ENRICH)"),
+        "{}",
+        out.stderr
+    );
+    let none = env.run(&["poll", "-v", "--enrich", "none"]).expect(0);
+    assert!(
+        setting_lines(&none.stderr).contains(&"--enrich = none (from --enrich)"),
+        "{}",
+        none.stderr
+    );
+    let requests = env.fake.requests().len();
+    let unknown = env
+        .finish(
+            env.command(&["poll"])
+                .env("CYLANCE_LOGS_ENRICH", "threat-devices,devices")
+                .spawn()
+                .unwrap(),
+        )
+        .expect(78);
+    assert!(
+        unknown.error_line().contains(
+            "$CYLANCE_LOGS_ENRICH: unknown lookup 'devices' (known: threat-devices, \
+             detection-details, or none)"
+        ),
+        "{}",
+        unknown.stderr
+    );
+    let mixed = env
+        .run(&["poll", "--enrich", "none,threat-devices"])
+        .expect(78);
+    assert!(
+        mixed
+            .error_line()
+            .contains("--enrich: 'none' cannot be combined with lookups"),
+        "{}",
+        mixed.stderr
+    );
+    assert_eq!(
+        env.fake.requests().len(),
+        requests,
+        "nothing asked of the API"
+    );
 }

@@ -199,7 +199,13 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
         env.fake.add_memory_protection(memory.clone());
         env.fake.set_delay(Duration::from_millis(60));
         let mut rng = Rng(seed);
-        total += kill_repeatedly(&env, &["backfill", "--since", "12h"], &mut rng, 20, 700);
+        total += kill_repeatedly(
+            &env,
+            &["backfill", "--since", "12h", "--enrich", "none"],
+            &mut rng,
+            20,
+            700,
+        );
         let lines = env.lines();
         assert_each_once(&lines);
         let held = Held {
@@ -237,6 +243,9 @@ fn sigkill_during_polls_with_new_events_arriving_loses_nothing() {
         "poll",
         "--sources",
         "threats,detections,memory-protection,devices",
+        // Lookups have their own crash test below.
+        "--enrich",
+        "none",
     ];
     let mut total = Kills::default();
     for round in 0..6u64 {
@@ -341,11 +350,90 @@ fn concurrent_tenants_appending_to_one_file_never_interleave_lines() {
 }
 
 #[test]
+fn sigkill_with_lookups_on_loses_nothing_and_every_line_carries_its_lookup() {
+    let env = TestEnv::new();
+    let newest = minutes_ago(2);
+    // 1,000 threats (5 pages) and 300 detections (3 pages), each with a
+    // lookup: with 15 ms per answer and 4 in flight, a whole run takes
+    // about 5 s, most of it in lookups, so kills land between a page and its
+    // lookups, amid them, and between an append and its commit.
+    let threats: Vec<_> = (0..1_000u64)
+        .map(|i| {
+            threat(
+                i,
+                &threat_time(newest - chrono::TimeDelta::seconds(7 * i as i64)),
+            )
+        })
+        .collect();
+    let detections: Vec<_> = (0..300u64)
+        .map(|i| {
+            detection(
+                i,
+                &detection_time(newest - chrono::TimeDelta::seconds(13 * i as i64)),
+            )
+        })
+        .collect();
+    env.fake.add_threats(threats.clone());
+    env.fake.add_detections(detections.clone());
+    env.fake.set_delay(Duration::from_millis(15));
+    let mut rng = Rng(0x100c_0075);
+    let args = [
+        "backfill",
+        "--since",
+        "3h",
+        "--enrich",
+        "threat-devices,detection-details",
+    ];
+    let made = kill_repeatedly(&env, &args, &mut rng, 10, 2500);
+    assert!(made.killed >= 6, "too few runs killed: {made:?}");
+    assert!(made.after_writing >= 1, "no kill after an append: {made:?}");
+    let lines = env.lines();
+    assert_each_once(&lines);
+    assert_same_events(
+        &lines,
+        &expected_keys(
+            &Held {
+                threats: threats.clone(),
+                detections: detections.clone(),
+                ..Held::default()
+            },
+            &env.creds.tenant_id,
+        ),
+    );
+    for line in &lines {
+        if line["event_type"] == "threat" {
+            let sha = line["sha256"].as_str().unwrap();
+            let at = line["last_found"].as_str().unwrap();
+            let expected: Vec<serde_json::Value> = env
+                .fake
+                .threat_devices(sha)
+                .unwrap()
+                .into_iter()
+                .filter(|d| {
+                    let found = d["date_found"].as_str().unwrap();
+                    found.trim_end_matches('Z').trim_end_matches(".000") == at
+                })
+                .collect();
+            assert!(!expected.is_empty());
+            assert_eq!(line["devices"], serde_json::Value::Array(expected), "{sha}");
+        } else {
+            let id = line["Id"].as_str().unwrap();
+            assert_eq!(
+                line["details"],
+                env.fake.detection_details(id).unwrap(),
+                "{id}"
+            );
+        }
+    }
+}
+
+#[test]
 fn second_run_on_the_same_state_dir_exits_75_at_once() {
     let env = TestEnv::new();
     env.fake.add_threats(threats(0, 2000, 5));
     env.fake.set_delay(Duration::from_millis(100));
-    let first = env.spawn(&["poll"]);
+    // Lists only: the lookups of 2,000 threats would outlast --max-runtime.
+    let first = env.spawn(&["poll", "--enrich", "none"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(env.state_dir().join("lock")).is_ok_and(|l| l.starts_with("pid"))
     {

@@ -17,6 +17,7 @@ mod exit_codes;
 mod faults;
 mod hostile;
 mod local_state;
+mod lookups;
 mod man;
 mod pacing;
 mod poll;

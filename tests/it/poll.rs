@@ -22,7 +22,8 @@ fn each_line_is_the_api_item_with_event_type_and_tenant_id_in_front() {
     let env = TestEnv::new();
     let item = threat(7, &threat_time(minutes_ago(3)));
     env.fake.add_threats(vec![item.clone()]);
-    env.run(&["poll", "--sources", "threats"]).expect(0);
+    env.run(&["poll", "--sources", "threats", "--enrich", "none"])
+        .expect(0);
     let text = std::fs::read_to_string(env.output()).unwrap();
     let prefix = format!(
         "{{\"event_type\":\"threat\",\"tenant_id\":\"{}\",",
@@ -268,7 +269,7 @@ fn summary_line_counts_events_pages_and_requests() {
     let out = env.run(&["poll"]).expect(0);
     assert!(
         out.stderr
-            .contains("poll done: threats 201 new (2 pages), detections 0 new (1 pages), memory-protection 0 new (1 pages); 5 requests, 0 retries, 0 rate-limited"),
+            .contains("poll done: threats 201 new (2 pages, 201 lookups), detections 0 new (1 pages), memory-protection 0 new (1 pages); 206 requests, 0 retries, 0 rate-limited"),
         "{}",
         out.stderr
     );

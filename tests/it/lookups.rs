@@ -1,0 +1,510 @@
+//! Lookups (`--enrich`): a threat line carries the devices of its sighting,
+//! a detection line its details, each at the end of the line; what a lookup
+//! costs; a gone object, a missing privilege, a transient failure, a hostile Id.
+
+use crate::support::*;
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+
+fn status(status: u16, body: &str) -> Fault {
+    Fault::Status {
+        status,
+        body: body.into(),
+        headers: vec![],
+    }
+}
+
+/// A time as the tests read it, independently of the binary: RFC 3339, or
+/// zone-less UTC with an optional fraction and `Z`.
+fn instant(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+}
+
+/// The sightings the fake serves for `sha256` whose `date_found` is `last_found`.
+fn expected_devices(env: &TestEnv, sha256: &str, last_found: &str) -> Vec<Value> {
+    let at = instant(last_found);
+    env.fake
+        .threat_devices(sha256)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d["date_found"].as_str().and_then(instant) == at)
+        .collect()
+}
+
+/// The raw output lines.
+fn raw_lines(env: &TestEnv) -> Vec<String> {
+    std::fs::read_to_string(env.output())
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of `key` when it is the LAST key of the line: what follows
+/// `,"key":` up to the closing brace must be exactly one JSON value.
+fn last_value(line: &str, key: &str) -> Value {
+    let marker = format!(",\"{key}\":");
+    let at = line
+        .rfind(&marker)
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    let rest = line[at + marker.len()..]
+        .strip_suffix('}')
+        .unwrap_or_else(|| panic!("{line}"));
+    serde_json::from_str(rest).unwrap_or_else(|e| panic!("{key} is not the last key ({e}): {line}"))
+}
+
+fn threat_line<'a>(lines: &'a [String], sha256: &str, last_found: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["sha256"] == sha256 && v["last_found"] == last_found
+        })
+        .unwrap_or_else(|| panic!("no line for {sha256} at {last_found}"))
+}
+
+#[test]
+fn threat_lines_carry_the_devices_of_their_sighting_at_the_end() {
+    let env = TestEnv::new();
+    // The fake's own sightings: older ones on other devices, some threats
+    // found twice at one time, a quarter spelled with `.000Z`.
+    let found = threats(0, 12, 5);
+    env.fake.add_threats(found.clone());
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let lines = raw_lines(&env);
+    assert_eq!(lines.len(), 12);
+    let (mut several, mut respelled, mut older_left_out) = (false, false, false);
+    for threat in &found {
+        let (sha, at) = (
+            threat["sha256"].as_str().unwrap(),
+            threat["last_found"].as_str().unwrap(),
+        );
+        let expected = expected_devices(&env, sha, at);
+        let all = env.fake.threat_devices(sha).unwrap();
+        assert_eq!(
+            last_value(threat_line(&lines, sha, at), "devices"),
+            Value::Array(expected.clone()),
+            "{sha}"
+        );
+        several |= expected.len() > 1;
+        respelled |= expected.iter().any(|d| d["date_found"] != at);
+        older_left_out |= all.len() > expected.len();
+    }
+    // Not vacuous: the fake's variety is there.
+    assert!(
+        several && respelled && older_left_out,
+        "{several} {respelled} {older_left_out}"
+    );
+}
+
+#[test]
+fn only_the_sighting_at_last_found_as_an_instant_and_a_refound_threat_carries_its_new_one() {
+    let env = TestEnv::new();
+    let when = minutes_ago(6);
+    let at = threat_time(when);
+    let item = threat(1, &at);
+    let sha = item["sha256"].as_str().unwrap().to_owned();
+    env.fake.add_threats(vec![item]);
+    let second = |t: DateTime<Utc>| threat_time(t);
+    let devices = vec![
+        threat_device(1, &second(when - TimeDelta::hours(1)), "C:\\old.exe"),
+        threat_device(2, &format!("{at}.000Z"), "C:\\a.exe"),
+        threat_device(3, &second(when + TimeDelta::seconds(1)), "C:\\later.exe"),
+        threat_device(4, &at, "C:\\b.exe"),
+        threat_device(5, &format!("{at}.5"), "C:\\half.exe"),
+    ];
+    env.fake.set_threat_devices(&sha, devices.clone());
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let lines = raw_lines(&env);
+    assert_eq!(
+        last_value(threat_line(&lines, &sha, &at), "devices"),
+        json!([devices[1], devices[3]]),
+        "the two at that instant, in the API's order; not a second later or earlier"
+    );
+
+    let again = threat_time(minutes_ago(2));
+    env.fake.refind_threat(&sha, &again);
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let lines = raw_lines(&env);
+    assert_eq!(lines.len(), 2);
+    let new_sighting = last_value(threat_line(&lines, &sha, &again), "devices");
+    assert_eq!(
+        new_sighting,
+        Value::Array(expected_devices(&env, &sha, &again))
+    );
+    assert_eq!(new_sighting.as_array().unwrap().len(), 1, "{new_sighting}");
+    assert_eq!(new_sighting[0]["date_found"], again.as_str());
+}
+
+#[test]
+fn every_page_of_a_long_device_list_is_read_and_costs_one_request_each() {
+    let env = TestEnv::new();
+    let when = minutes_ago(4);
+    let at = threat_time(when);
+    let item = threat(2, &at);
+    let sha = item["sha256"].as_str().unwrap().to_owned();
+    env.fake.add_threats(vec![item]);
+    // 450 sightings: 3 pages of 200; the ones at `at` on pages 1 and 3,
+    // the page 2 answer pretty-printed by the fake.
+    let old = threat_time(when - TimeDelta::days(1));
+    let devices: Vec<Value> = (0..450u64)
+        .map(|i| {
+            let found = if i == 7 || i == 430 { &at } else { &old };
+            threat_device(i % 12, found, &format!("C:\\copy-{i}.exe"))
+        })
+        .collect();
+    env.fake.set_threat_devices(&sha, devices.clone());
+    let out = env.run(&["poll", "--sources", "threats"]).expect(0);
+    let lines = raw_lines(&env);
+    assert_eq!(
+        last_value(&lines[0], "devices"),
+        json!([devices[7], devices[430]])
+    );
+    let path = format!("/threats/v2/{sha}/devices");
+    assert_eq!(env.fake.count(&path), 3);
+    assert!(
+        out.stderr.contains("threats 1 new (1 pages, 3 lookups)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn detection_lines_carry_their_details_object_at_the_end() {
+    let env = TestEnv::new();
+    let found = detections(0, 6, 3);
+    env.fake.add_detections(found.clone());
+    env.run(&[
+        "poll",
+        "--sources",
+        "detections",
+        "--enrich",
+        "detection-details",
+    ])
+    .expect(0);
+    let lines = raw_lines(&env);
+    assert_eq!(lines.len(), 6);
+    for line in &lines {
+        let value: Value = serde_json::from_str(line).unwrap();
+        let id = value["Id"].as_str().unwrap();
+        let details = env.fake.detection_details(id).unwrap();
+        assert!(details.is_object());
+        assert_eq!(last_value(line, "details"), details, "{id}");
+        // Compact, also when the fake pretty-printed the answer (about half).
+        let text = &line[line.rfind(",\"details\":").unwrap() + 11..line.len() - 1];
+        assert_eq!(
+            text.len(),
+            serde_json::to_string(&details).unwrap().len(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_gone_object_gives_empty_devices_or_null_details_and_one_warning() {
+    let env = TestEnv::new();
+    let threat_item = threat(3, &threat_time(minutes_ago(3)));
+    let sha = threat_item["sha256"].as_str().unwrap().to_owned();
+    env.fake.add_threats(vec![threat_item]);
+    let detection_item = detection(4, &detection_time(minutes_ago(3)));
+    let id = detection_item["Id"].as_str().unwrap().to_owned();
+    env.fake.add_detections(vec![detection_item]);
+    let gone = r#"{"message":"Not found"}"#;
+    env.fake
+        .push_fault(&format!("/threats/v2/{sha}/devices"), status(404, gone));
+    env.fake
+        .push_fault(&format!("/detections/v2/{id}/details"), status(404, gone));
+    let out = env
+        .run(&["poll", "--enrich", "threat-devices,detection-details"])
+        .expect(0);
+    let lines = raw_lines(&env);
+    assert_eq!(lines.len(), 2);
+    let threat_line = lines.iter().find(|l| l.contains("\"threat\"")).unwrap();
+    let detection_line = lines.iter().find(|l| l.contains("\"detection\"")).unwrap();
+    assert_eq!(last_value(threat_line, "devices"), json!([]));
+    assert_eq!(last_value(detection_line, "details"), Value::Null);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("is gone"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", out.stderr);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&sha) && w.contains("\"devices\":[]"))
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&id) && w.contains("\"details\":null"))
+    );
+}
+
+#[test]
+fn a_denied_lookup_exits_77_naming_its_privilege_and_writes_nothing_of_that_source() {
+    for (privilege, source, enrich) in [
+        ("threat:devicelist", "threats", "threat-devices"),
+        ("opticsdetect:read", "detections", "detection-details"),
+    ] {
+        let env = TestEnv::new();
+        env.fake.add_threats(threats(0, 3, 5));
+        env.fake.add_detections(detections(0, 3, 5));
+        env.fake.deny_privilege(privilege);
+        let out = env
+            .run(&["poll", "--sources", source, "--enrich", enrich])
+            .expect(77);
+        assert!(
+            out.error_line()
+                .contains(&format!("needs the {privilege} privilege")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            env.lines().is_empty(),
+            "{source}: a line without its lookup"
+        );
+
+        let check = env.run(&["check", "--enrich", enrich]).expect(77);
+        assert!(
+            check.stdout.lines().any(|l| l
+                .starts_with(&format!("{enrich} lookup (needs {privilege}): FAILED"))
+                && l.contains(&format!("needs the {privilege} privilege"))),
+            "{}",
+            check.stdout
+        );
+        assert!(check.error_line().contains(privilege), "{}", check.stderr);
+    }
+}
+
+#[test]
+fn check_tries_each_lookup_once_or_says_why_not() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 3, 5));
+    let out = env
+        .run(&["check", "--enrich", "threat-devices,detection-details"])
+        .expect(0);
+    assert!(
+        out.stdout
+            .contains("threat-devices lookup (needs threat:devicelist): ok"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "detection-details lookup (needs opticsdetect:read): not tried: no item to look up"
+        ),
+        "{}",
+        out.stdout
+    );
+    let lookups = env
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/devices"))
+        .count();
+    assert_eq!(lookups, 1);
+}
+
+#[test]
+fn a_lookup_failing_past_the_retry_budget_exits_75_and_the_next_run_writes_that_page_once() {
+    let env = TestEnv::new();
+    // 300 threats: page 1 (200) and page 2 (100), newest first.
+    let found = threats(0, 300, 5);
+    env.fake.add_threats(found.clone());
+    let on_page_2 = found[250]["sha256"].as_str().unwrap();
+    for _ in 0..5 {
+        env.fake.push_fault(
+            &format!("/threats/v2/{on_page_2}/devices"),
+            status(503, "<html>busy</html>"),
+        );
+    }
+    let out = env.run(&["poll", "--sources", "threats"]).expect(75);
+    assert!(
+        out.error_line().contains("gave up after 5 attempts"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.lines().len(), 200, "page 1 written, nothing of page 2");
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let lines = env.lines();
+    assert_each_once(&lines);
+    assert_eq!(lines.len(), 300);
+    let raw = raw_lines(&env);
+    for threat in &found {
+        let (sha, at) = (
+            threat["sha256"].as_str().unwrap(),
+            threat["last_found"].as_str().unwrap(),
+        );
+        assert_eq!(
+            last_value(threat_line(&raw, sha, at), "devices"),
+            Value::Array(expected_devices(&env, sha, at))
+        );
+    }
+}
+
+/// Lookup requests: paths below a list (`/threats/v2/x/devices`, ...).
+fn lookup_requests(env: &TestEnv, since: usize) -> usize {
+    env.fake.requests()[since..]
+        .iter()
+        .filter(|r| r.path.ends_with("/devices") || r.path.ends_with("/details"))
+        .count()
+}
+
+#[test]
+fn request_counts_idle_none_busy_one_per_new_line_plus_further_pages_none_without_enrich() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 4, 30));
+    env.run(&["poll"]).expect(0);
+    // Idle: the token and one page per source (three by default), no lookup.
+    let before = env.fake.requests().len();
+    env.run(&["poll"]).expect(0);
+    assert_eq!(env.fake.requests().len() - before, 4);
+    assert_eq!(lookup_requests(&env, before), 0);
+
+    // Busy: 5 new threats, one of them with a 3-page device list: 5 + 2.
+    let new = threats(100, 5, 1);
+    let long = new[0]["sha256"].as_str().unwrap();
+    let old = threat_time(minutes_ago(60 * 24));
+    env.fake.add_threats(new.clone());
+    env.fake.add_threat_devices(
+        long,
+        (0..420)
+            .map(|i| threat_device(i % 12, &old, "C:\\x.exe"))
+            .collect(),
+    );
+    let before = env.fake.requests().len();
+    let out = env.run(&["poll"]).expect(0);
+    assert_eq!(lookup_requests(&env, before), 7);
+    assert_eq!(env.fake.requests().len() - before, 4 + 7);
+    assert!(
+        out.stderr.contains("threats 5 new (1 pages, 7 lookups)"),
+        "{}",
+        out.stderr
+    );
+
+    // --enrich none: no lookup, and no devices key.
+    env.fake.add_threats(threats(200, 5, 0));
+    let before = env.fake.requests().len();
+    env.run(&["poll", "--enrich", "none"]).expect(0);
+    assert_eq!(env.fake.requests().len() - before, 4);
+    assert_eq!(lookup_requests(&env, before), 0);
+    let lines = env.lines();
+    assert_eq!(lines.len(), 14);
+    assert_eq!(
+        lines.iter().filter(|l| l.get("devices").is_none()).count(),
+        5
+    );
+}
+
+#[test]
+fn a_hostile_id_stays_one_encoded_path_segment() {
+    let env = TestEnv::new();
+    let at = detection_time(minutes_ago(2));
+    let id = "x/../../threats/v2?page=1";
+    let raw = json!({"Id": id, "ReceivedTime": at}).to_string();
+    env.fake.add_raw_detection(id, &at, raw.as_bytes());
+    let out = env
+        .run(&[
+            "poll",
+            "--sources",
+            "detections",
+            "--enrich",
+            "detection-details",
+        ])
+        .expect(0);
+    let looked_up: Vec<String> = env
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/details"))
+        .map(|r| format!("{} {:?}", r.path, r.query))
+        .collect();
+    assert_eq!(
+        looked_up,
+        ["/detections/v2/x%2F..%2F..%2Fthreats%2Fv2%3Fpage%3D1/details []"]
+    );
+    // The fake knows no such Id: a 404, the line written with null details.
+    assert_eq!(last_value(&raw_lines(&env)[0], "details"), Value::Null);
+    assert!(out.stderr.contains("is gone"), "{}", out.stderr);
+}
+
+#[test]
+fn an_items_own_devices_and_details_keys_are_kept_under_api_names() {
+    let env = TestEnv::new();
+    let at = threat_time(minutes_ago(2));
+    let raw = format!(
+        r#"{{"sha256":"R2","devices":["theirs"],"details":{{"a":1}},"last_found":"{at}"}}"#
+    );
+    env.fake.add_raw_threat("R2", &at, raw.as_bytes());
+    env.fake
+        .set_threat_devices("R2", vec![threat_device(1, &at, "C:\\r.exe")]);
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let line = &raw_lines(&env)[0];
+    let value: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(value["api_devices"], json!(["theirs"]));
+    assert_eq!(value["api_details"], json!({"a": 1}));
+    assert_eq!(
+        last_value(line, "devices"),
+        json!([threat_device(1, &at, "C:\\r.exe")])
+    );
+    assert_eq!(line.matches("\"devices\":").count(), 1, "{line}");
+}
+
+#[test]
+fn a_pages_lookups_run_up_to_concurrency_at_once() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 12, 5));
+    env.fake.set_delay(std::time::Duration::from_millis(40));
+    env.run(&["poll", "--sources", "threats", "--concurrency", "3"])
+        .expect(0);
+    // One list page, then 12 lookups: only they can overlap.
+    assert_eq!(env.fake.max_concurrent(), 3);
+    assert_eq!(env.lines().len(), 12);
+}
+
+#[test]
+fn list_pages_and_lookups_share_concurrency() {
+    let env = TestEnv::new();
+    // 5 pages: while page 3's lookups run, the pager fetches page 4 (and
+    // so on): without shared slots, 2 lookups and a page are in flight.
+    env.fake.add_threats(threats(0, 900, 5));
+    env.fake.set_delay(std::time::Duration::from_millis(5));
+    env.run(&["poll", "--sources", "threats", "--concurrency", "2"])
+        .expect(0);
+    assert_eq!(env.fake.max_concurrent(), 2);
+    assert_eq!(env.lines().len(), 900);
+}
+
+/// The README's cost figures: N new threats polled as deployed (default
+/// `--max-rps` 10, `--concurrency` 4). Run by hand:
+/// `cargo test --release --test it lookups::lookup_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement (seconds at the default --max-rps), not a check"]
+fn lookup_cost_at_the_default_max_rps() {
+    for n in [0u64, 10, 50, 200] {
+        for enrich in ["threat-devices", "none"] {
+            let env = TestEnv::new();
+            env.fake.add_threats(threats(0, n, 5));
+            let started = std::time::Instant::now();
+            let out = env
+                .deployed_command(&[], &["poll", "--enrich", enrich])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            println!(
+                "{n} new threats, --enrich {enrich}: {} requests ({} lookups), {:.2}s",
+                env.fake.requests().len(),
+                lookup_requests(&env, 0),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
