@@ -332,12 +332,20 @@ impl Events {
     }
 }
 
-/// A busy minute: after a first poll of a tenant with nothing new, `events`
-/// arrive within a minute; returns the next poll (the default sources, at the
-/// default `--max-rps`) with `--enrich enrich`.
+/// A busy minute: after a first poll that wrote as many events from the
+/// minutes before, `events` arrive within a minute; returns the next poll
+/// (the default sources, at the default `--max-rps`) with `--enrich enrich`.
+/// That poll reads the earlier events again in its overlap, and must neither
+/// write nor look them up again.
 pub fn busy_minute(bin: &Path, events: Events, enrich: &str) -> Measured {
     let tenant = TestEnv::new(bin);
     let args = ["poll", "--enrich", enrich];
+    events.seed(
+        &tenant.fake,
+        1_000_000,
+        Utc::now() - TimeDelta::minutes(2),
+        TimeDelta::minutes(3),
+    );
     measure(&tenant, "busy", &args);
     events.seed(
         &tenant.fake,
