@@ -126,7 +126,7 @@ fn cost(bin: &Path, sizes: &Sizes, table: &mut Table) {
                 "cost: busy minute ({} threats, {} detections, {} memory protection), --enrich {e}",
                 busy.threats, busy.detections, busy.memory_protection
             ),
-            figure(&run, format!("{:.1} s", run.wall.as_secs_f64())),
+            figure(&run, seconds(run.wall)),
             "(reported)",
             None,
             None,
@@ -375,6 +375,15 @@ impl Table {
                 println!("| {} |", rule.join(" | "));
             }
         }
+    }
+}
+
+/// Seconds, or milliseconds under one.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        ms(d)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 
