@@ -207,7 +207,16 @@ impl ApiClient {
                     page.len()
                 ),
             ))),
-            Ok(page) => Ok(page),
+            Ok(page) => {
+                if page.escaped_controls > 0 {
+                    crate::warn!(
+                        "{what}: the answer held {} raw control character(s) inside strings, \
+                         which JSON does not allow; read them as their \\u escapes",
+                        page.escaped_controls
+                    );
+                }
+                Ok(page)
+            }
             Err((why, body)) => Err(request::Unusable::Malformed(format!(
                 "{what}: the answer is not a page ({}); body starts: {}",
                 crate::untrusted::shown(&why),
