@@ -48,6 +48,10 @@ use std::path::{Path, PathBuf};
 /// several whole lines, each with its own IDs and times.
 const FINGERPRINT_LEN: u64 = 4096;
 
+/// No line of ours is longer: an item comes from an answer of at most
+/// `MAX_BODY` bytes, and escaping a line separator at most triples its bytes.
+const MAX_OWN_LINE: usize = 3 * crate::api::MAX_BODY as usize + 4096;
+
 /// The marker's name in the state directory.
 pub const PENDING_MARKER: &str = "appending";
 
@@ -548,17 +552,19 @@ impl OutputFile {
             .map_err(|e| output_error(&self.path, "read", e))?;
         let mut reader = BufReader::new(file.take(to - from));
         let mut line = Vec::new();
-        loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| output_error(&self.path, "read", e))?;
-            if read == 0 {
-                break;
-            }
-            if line.ends_with(b"\n")
-                && let Some(event) = self.own_event(&line)
-            {
+        // Only a line that may be ours is kept in memory: other tenants' and
+        // programs' lines (a blob of any size) are skipped as they are read.
+        let may_be_ours = |line: &[u8]| {
+            line.len() <= MAX_OWN_LINE
+                && self.prefixes.iter().any(|(_, prefix)| {
+                    let common = line.len().min(prefix.len());
+                    line[..common] == prefix.as_bytes()[..common]
+                })
+        };
+        while let Some(whole) = next_line(&mut reader, &mut line, may_be_ours)
+            .map_err(|e| output_error(&self.path, "read", e))?
+        {
+            if whole && let Some(event) = self.own_event(&line) {
                 found.push(event);
             }
         }
@@ -585,6 +591,45 @@ impl OutputFile {
             key: meta.key,
             time: meta.time,
         })
+    }
+}
+
+/// Reads the next line into `line`, keeping its bytes only while `keep`
+/// says the start read so far may be wanted (else `line` is left empty and
+/// the rest of the line skipped unread into memory). `None` at the end;
+/// else whether `line` holds the whole line, newline included.
+fn next_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    keep: impl Fn(&[u8]) -> bool,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let (mut keeping, mut any) = (true, false);
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if buf.is_empty() {
+            return Ok(any.then_some(false));
+        }
+        any = true;
+        let (used, ended) = match buf.iter().position(|b| *b == b'\n') {
+            Some(pos) => (pos + 1, true),
+            None => (buf.len(), false),
+        };
+        if keeping {
+            line.extend_from_slice(&buf[..used]);
+            if !keep(line) {
+                keeping = false;
+                line.clear();
+            }
+        }
+        reader.consume(used);
+        if ended {
+            return Ok(Some(keeping));
+        }
     }
 }
 

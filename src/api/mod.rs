@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// written, each under this cap, and the buffer pool keeps at most 16
 /// buffers of at most [`MAX_POOLED`] each: 17 x 16 + 16 x 4 = 336 MiB in the
 /// worst case, about 10 MiB in a normal run.
-const MAX_BODY: u64 = 16 * 1024 * 1024;
+pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 /// A buffer larger than this is freed rather than kept for the next answer.
 const MAX_POOLED: usize = 4 * 1024 * 1024;
 

@@ -28,3 +28,45 @@ fn raw_control_characters_in_one_item_do_not_cost_the_page() {
     env.run(&["poll", "--sources", "threats"]).expect(0);
     assert_eq!(env.lines().len(), 4);
 }
+
+/// Peak memory in KiB from the `resources:` line a run prints at `-v`.
+fn peak_kib(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("resources: peak memory"))
+        .unwrap_or_else(|| panic!("no resources line in\n{stderr}"));
+    let after = line.split("peak memory ").nth(1).unwrap();
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// After an unclean end the tail after the mark is read line by line: a
+/// foreign line of 64 MiB without a newline was read whole into memory, so
+/// a program that appends a large blob made the next recovery's memory
+/// grow with it. Lines not of this tenant are skipped, not kept.
+#[test]
+fn recovery_memory_does_not_grow_with_a_foreign_line() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 2, 3));
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    // Another program appends a huge line, then this tenant's run was killed
+    // (its marker left behind): the next run reads the tail.
+    let mut blob = vec![b'x'; 64 << 20];
+    blob.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.output())
+        .unwrap();
+    std::io::Write::write_all(&mut file, &blob).unwrap();
+    drop(blob);
+    std::fs::write(env.state_dir().join("appending"), "").unwrap();
+    env.fake.add_threats(threats(10, 1, 1));
+    let out = env.run(&["poll", "--sources", "threats", "-v"]).expect(0);
+    let peak = peak_kib(&out.stderr);
+    assert!(peak < 32 * 1024, "peak memory {peak} KiB\n{}", out.stderr);
+    let text = std::fs::read(env.output()).unwrap();
+    let ours = text
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"{"))
+        .count();
+    assert_eq!(ours, 3, "each event once");
+}
