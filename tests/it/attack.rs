@@ -1,6 +1,7 @@
 //! Found by attacking the tool: each test reproduces a defect first.
 
 use crate::support::*;
+use std::time::Duration;
 
 /// A string holding a raw tab or NUL is invalid JSON, and serde refuses the
 /// whole page for it: one such item made every poll exit 76 and kept the
@@ -69,4 +70,29 @@ fn recovery_memory_does_not_grow_with_a_foreign_line() {
         .filter(|l| l.starts_with(b"{"))
         .count();
     assert_eq!(ours, 3, "each event once");
+}
+
+/// Pages are fetched ahead by `--concurrency` workers but written in order.
+/// A slow page 2 must not let the others pile up: the lookahead counted only
+/// requests in flight, not pages that had arrived and waited for page 2, so
+/// every later page of the window was held in memory at once.
+#[test]
+fn a_slow_page_does_not_let_later_pages_pile_up_in_memory() {
+    let env = TestEnv::new();
+    let pad = "x".repeat(32 * 1024);
+    let mut items = detections(0, 2000, 3);
+    for item in &mut items {
+        item["Pad"] = serde_json::Value::from(pad.as_str());
+    }
+    env.fake.add_detections(items);
+    env.fake
+        .push_fault_at("/detections/v2", 2, Fault::Delay(Duration::from_secs(3)));
+    let out = env
+        .run(&["poll", "--sources", "detections", "--max-rps", "0", "-v"])
+        .expect(0);
+    let peak = peak_kib(&out.stderr);
+    // 20 pages of 3.2 MiB; 4 workers ahead of the writer need about 5 of them.
+    assert!(peak < 48 * 1024, "peak memory {peak} KiB");
+    let text = std::fs::read_to_string(env.output()).unwrap();
+    assert_eq!(text.lines().count(), 2000);
 }
