@@ -96,3 +96,23 @@ fn a_slow_page_does_not_let_later_pages_pile_up_in_memory() {
     let text = std::fs::read_to_string(env.output()).unwrap();
     assert_eq!(text.lines().count(), 2000);
 }
+
+/// The metrics file's temp was written with `fs::write`, which follows a
+/// symlink planted at its name (the textfile collector's directory is often
+/// group-writable) and overwrites the target. Like the checkpoint's temp, it
+/// is now removed and created anew, never written through.
+#[test]
+fn a_symlinked_metrics_temp_is_replaced_not_followed() {
+    let env = TestEnv::new();
+    let victim = env.dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let metrics = env.dir.join("cylance.prom");
+    std::os::unix::fs::symlink(&victim, env.dir.join("cylance.prom.tmp")).unwrap();
+    env.fake.add_threats(threats(1, 3, 5));
+    let metrics_arg = metrics.display().to_string();
+    env.run(&["poll", "--metrics-file", &metrics_arg]).expect(0);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("cylance_logs_events_written_total"), "{text}");
+    assert!(!metrics.symlink_metadata().unwrap().is_symlink());
+}
