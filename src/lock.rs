@@ -17,6 +17,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The lock file's name in the state directory.
+pub const LOCK_FILE: &str = "lock";
+
 pub struct RunLock {
     file: File,
     path: PathBuf,
@@ -44,7 +47,7 @@ pub fn ensure_state_dir(dir: &Path) -> Result<()> {
 impl RunLock {
     /// Takes the lock, waiting up to `wait` for another run to finish.
     pub fn acquire(state_dir: &Path, wait: Duration, command: &str) -> Result<RunLock> {
-        let path = state_dir.join("lock");
+        let path = state_dir.join(LOCK_FILE);
         let io_error = |err: std::io::Error| {
             fail(
                 ExitKind::Io,

@@ -131,11 +131,14 @@ impl Output {
     ) -> Result<Output> {
         match target {
             crate::config::OutputTarget::Stdout => Ok(Output::Stdout),
-            crate::config::OutputTarget::File(path) => Ok(Output::File(OutputFile::open(
-                path,
-                PendingMarker::in_dir(state_dir),
-                tenant_id,
-            )?)),
+            crate::config::OutputTarget::File(path) => {
+                refuse_state_file(path, state_dir)?;
+                Ok(Output::File(OutputFile::open(
+                    path,
+                    PendingMarker::in_dir(state_dir),
+                    tenant_id,
+                )?))
+            }
         }
     }
 
@@ -202,6 +205,53 @@ impl Output {
             Output::File(file) => file.recover(committed, interrupted),
         }
     }
+}
+
+/// Refuses an output that is one of the state directory's own files (also
+/// through a symlink, also before it exists): the checkpoint's rename would
+/// replace the lines, the lock's reset would empty them, while the
+/// checkpoint records them as written.
+fn refuse_state_file(path: &Path, state_dir: &Path) -> Result<()> {
+    let Ok(state_dir) = state_dir.canonicalize() else {
+        return Ok(());
+    };
+    let checkpoint = crate::checkpoint::path_in(&state_dir);
+    let own = [
+        checkpoint.with_extension("json.tmp"),
+        checkpoint,
+        state_dir.join(crate::lock::LOCK_FILE),
+        state_dir.join(PENDING_MARKER),
+        crate::run::rejected_path(&state_dir),
+    ];
+    match resolved(path) {
+        Some(target) if own.contains(&target) => Err(fail(
+            ExitKind::Config,
+            format!(
+                "the output {} is the state directory's own {}; give the output a path of \
+                 its own",
+                path.display(),
+                target.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where `path` leads: through symlinks, also to a file not there yet.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(real) = path.canonicalize() {
+        return Some(real);
+    }
+    // A dangling symlink (or no file yet): its target, in its real directory.
+    let target = match std::fs::read_link(path) {
+        Ok(link) => path.parent().unwrap_or(Path::new(".")).join(link),
+        Err(_) => path.to_path_buf(),
+    };
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(target.file_name()?))
 }
 
 /// Opens `path` for appending, refusing anything but a regular file.

@@ -116,3 +116,29 @@ fn a_symlinked_metrics_temp_is_replaced_not_followed() {
     assert!(text.contains("cylance_logs_events_written_total"), "{text}");
     assert!(!metrics.symlink_metadata().unwrap().is_symlink());
 }
+
+/// An output that is one of the state directory's own files (a slip in a
+/// unit file: `--output $STATE_DIRECTORY/checkpoint.json`) had its lines
+/// replaced by the checkpoint's rename, or emptied by the lock, while the
+/// checkpoint recorded them as written: silent loss, exit 0. Refused (78)
+/// before anything is written, also through a symlink.
+#[test]
+fn an_output_that_is_a_state_file_is_refused() {
+    for name in ["checkpoint.json", "lock", "rejected.jsonl", "appending"] {
+        let env = TestEnv::new();
+        env.fake.add_threats(threats(1, 3, 5));
+        let output = env.state_dir().join(name).display().to_string();
+        let out = env.run(&["poll", "--output", &output]).expect(78);
+        assert!(
+            out.error_line().contains("is the state directory's own"),
+            "{name}: {}",
+            out.stderr
+        );
+        assert!(env.checkpoint_path().symlink_metadata().is_err(), "{name}");
+    }
+    let env = TestEnv::new();
+    let link = env.dir.join("out.log");
+    std::os::unix::fs::symlink(env.checkpoint_path(), &link).unwrap();
+    let output = link.display().to_string();
+    env.run(&["poll", "--output", &output]).expect(78);
+}
