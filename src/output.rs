@@ -33,16 +33,18 @@
 //! went into the rotated file are out of reach, which is the one case that
 //! degrades to at-least-once.
 
+use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
 use crate::sources::{self, SourceKind, line_prefix};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// How many bytes before the mark are hashed to recognise the same content:
 /// several whole lines, each with its own IDs and times.
@@ -86,6 +88,8 @@ pub struct OutputFile {
     /// The last committed mark: only bytes at or after it can be ours.
     committed: Option<OutputMark>,
     pending: PendingMarker,
+    /// Bounds the wait for the file lock (`None` in unit tests: no bound).
+    control: Option<RunControl>,
 }
 
 fn output_error(path: &Path, what: &str, err: std::io::Error) -> anyhow::Error {
@@ -128,16 +132,15 @@ impl Output {
         target: &crate::config::OutputTarget,
         state_dir: &Path,
         tenant_id: &str,
+        control: RunControl,
     ) -> Result<Output> {
         match target {
             crate::config::OutputTarget::Stdout => Ok(Output::Stdout),
             crate::config::OutputTarget::File(path) => {
                 refuse_state_file(path, state_dir)?;
-                Ok(Output::File(OutputFile::open(
-                    path,
-                    PendingMarker::in_dir(state_dir),
-                    tenant_id,
-                )?))
+                let mut file = OutputFile::open(path, PendingMarker::in_dir(state_dir), tenant_id)?;
+                file.control = Some(control);
+                Ok(Output::File(file))
             }
         }
     }
@@ -298,6 +301,7 @@ impl OutputFile {
                 .collect(),
             committed: None,
             pending,
+            control: None,
         })
     }
 
@@ -327,12 +331,48 @@ impl OutputFile {
         // Durable before the first byte: whatever ends this run, even a power
         // loss, the next run knows to look for these lines.
         self.pending.set()?;
-        self.file
-            .lock()
-            .map_err(|e| output_error(&self.path, "lock", e))?;
+        self.lock(Lock::Exclusive)?;
         let result = self.append_locked(lines);
         let _ = self.file.unlock();
         result
+    }
+
+    /// Takes the file lock. Another program may hold it for as long as it
+    /// likes: the wait ends, like the run, at `--max-runtime` or a signal
+    /// (exit 75), never later.
+    fn lock(&self, kind: Lock) -> Result<()> {
+        let Some(control) = &self.control else {
+            let locked = match kind {
+                Lock::Exclusive => self.file.lock(),
+                Lock::Shared => self.file.lock_shared(),
+            };
+            return locked.map_err(|e| output_error(&self.path, "lock", e));
+        };
+        // flock(2) has no timeout: try, and sleep in growing steps.
+        let mut step = Duration::from_millis(1);
+        loop {
+            let tried = match kind {
+                Lock::Exclusive => self.file.try_lock(),
+                Lock::Shared => self.file.try_lock_shared(),
+            };
+            match tried {
+                Ok(()) => return Ok(()),
+                Err(TryLockError::Error(err)) => return Err(output_error(&self.path, "lock", err)),
+                Err(TryLockError::WouldBlock) => {
+                    control.sleep(step).map_err(|err| {
+                        fail(
+                            ExitKind::Temporary,
+                            format!(
+                                "waiting for the lock on the output file {} (another process \
+                                 holds it): {err:#}",
+                                self.path.display()
+                            ),
+                        )
+                    })?;
+                    step = (step * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
     }
 
     /// With the lock held. Sizes and bytes are read here, after taking the
@@ -505,9 +545,7 @@ impl OutputFile {
 
     fn mark(&mut self) -> Result<OutputMark> {
         self.follow_rotation()?;
-        self.file
-            .lock_shared()
-            .map_err(|e| output_error(&self.path, "lock", e))?;
+        self.lock(Lock::Shared)?;
         let result = (|| {
             let meta = self
                 .file
@@ -552,9 +590,7 @@ impl OutputFile {
         // until then every run must read it again.
         self.pending.set()?;
         // Shared: appends hold the lock exclusively, so only whole batches are seen.
-        self.file
-            .lock_shared()
-            .map_err(|e| output_error(&self.path, "lock", e))?;
+        self.lock(Lock::Shared)?;
         let result = (|| {
             let meta = self
                 .file
@@ -642,6 +678,12 @@ impl OutputFile {
             time: meta.time,
         })
     }
+}
+
+#[derive(Clone, Copy)]
+enum Lock {
+    Exclusive,
+    Shared,
 }
 
 /// Reads the next line into `line`, keeping its bytes only while `keep`

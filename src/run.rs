@@ -239,7 +239,12 @@ fn run_locked(
                 ),
             ));
         }
-        let mut output = Output::open(&store.output, &store.state_dir, &api.tenant_id)?;
+        let mut output = Output::open(
+            &store.output,
+            &store.state_dir,
+            &api.tenant_id,
+            control.clone(),
+        )?;
         let recovered =
             output.recover(checkpoint.output.as_ref(), lock.interrupted_run.is_some())?;
         if checkpoint.output.is_none() {

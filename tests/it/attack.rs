@@ -142,3 +142,34 @@ fn an_output_that_is_a_state_file_is_refused() {
     let output = link.display().to_string();
     env.run(&["poll", "--output", &output]).expect(78);
 }
+
+/// Another program holding an exclusive `flock` on the output (a shipper or
+/// a script that never lets go) made the run wait for the lock with no end:
+/// past --max-runtime, and the timer's next run never started. The wait now
+/// ends at the deadline with 75, and nothing is lost.
+#[test]
+fn an_output_locked_by_another_program_ends_at_max_runtime() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(1, 3, 5));
+    let holder = std::fs::File::create(env.output()).unwrap();
+    holder.lock().unwrap();
+    let started = std::time::Instant::now();
+    let mut child = env.spawn(&["poll", "--max-runtime", "2s"]);
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+        let _ = child.wait();
+        panic!("the run still waited for the output's lock after 8 s");
+    }
+    let out = env.finish(child).expect(75);
+    assert!(
+        out.error_line().contains("lock on the output file"),
+        "{}",
+        out.stderr
+    );
+    holder.unlock().unwrap();
+    env.run(&["poll"]).expect(0);
+    assert_eq!(env.lines().len(), 3);
+}
