@@ -174,7 +174,7 @@ pub fn run_job(
 ) -> Result<()> {
     let clock = Instant::now();
     ensure_state_dir(&store.state_dir)?;
-    let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name())?;
+    let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name(), &control)?;
     let tenant_id = api.tenant_id.clone();
     let metrics_file = store.metrics_file.clone();
     let (result, run) = run_locked(job, api, store, settings, retry, control, &lock);

@@ -173,3 +173,41 @@ fn an_output_locked_by_another_program_ends_at_max_runtime() {
     env.run(&["poll"]).expect(0);
     assert_eq!(env.lines().len(), 3);
 }
+
+/// Waits up to `limit` for `child`; kills it and fails if it is still running.
+fn wait_within(env: &TestEnv, mut child: std::process::Child, limit: Duration) -> Outcome {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+        let _ = child.wait();
+        panic!("the run was still going after {limit:?}");
+    }
+    env.finish(child)
+}
+
+/// While waiting for the run lock (`--lock-wait`), SIGTERM was ignored: the
+/// handler only sets a flag, and that wait never looked at it, so
+/// `systemctl stop` hung until its own SIGKILL. The wait now ends on a
+/// signal or at --max-runtime, with 75.
+#[test]
+fn the_wait_for_the_run_lock_ends_on_sigterm_and_at_max_runtime() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let holder = std::fs::File::create(env.state_dir().join("lock")).unwrap();
+    holder.lock().unwrap();
+    let child = env.spawn(&["poll", "--lock-wait", "1h", "--max-runtime", "0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = wait_within(&env, child, Duration::from_secs(5)).expect(75);
+    assert!(out.error_line().contains("signal"), "{}", out.stderr);
+    let child = env.spawn(&["poll", "--lock-wait", "1h", "--max-runtime", "1s"]);
+    let out = wait_within(&env, child, Duration::from_secs(5)).expect(75);
+    assert!(out.error_line().contains("--max-runtime"), "{}", out.stderr);
+}
