@@ -211,3 +211,30 @@ fn the_wait_for_the_run_lock_ends_on_sigterm_and_at_max_runtime() {
     let out = wait_within(&env, child, Duration::from_secs(5)).expect(75);
     assert!(out.error_line().contains("--max-runtime"), "{}", out.stderr);
 }
+
+/// Rejected items wait in memory for the commit that appends them to
+/// `rejected.jsonl`; a window whose every item is bad must not hold them all.
+#[test]
+fn a_window_of_bad_items_does_not_pile_up_in_memory() {
+    let env = TestEnv::new();
+    let pad = "x".repeat(32 * 1024);
+    let at = detection_time(minutes_ago(3));
+    for i in 0..2000 {
+        // No Id: rejected.
+        let raw = format!(r#"{{"ReceivedTime":"{at}","Pad":"{pad}","n":{i}}}"#);
+        env.fake
+            .add_raw_detection(&format!("D{i}"), &at, raw.as_bytes());
+    }
+    let out = env
+        .run(&["poll", "--sources", "detections", "--max-rps", "0", "-v"])
+        .expect(0);
+    let peak = peak_kib(&out.stderr);
+    assert!(peak < 48 * 1024, "peak memory {peak} KiB");
+    let rejected = std::fs::read_to_string(env.state_dir().join("rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), 2000);
+    // Met again in the next poll's overlap: not appended again.
+    env.run(&["poll", "--sources", "detections", "--max-rps", "0"])
+        .expect(0);
+    let rejected = std::fs::read_to_string(env.state_dir().join("rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), 2000);
+}
