@@ -238,3 +238,28 @@ fn a_window_of_bad_items_does_not_pile_up_in_memory() {
     let rejected = std::fs::read_to_string(env.state_dir().join("rejected.jsonl")).unwrap();
     assert_eq!(rejected.lines().count(), 2000);
 }
+
+/// Each written event's key is kept in the checkpoint while a later poll may
+/// meet it again. A server that sent keys of 100 KiB made the checkpoint grow
+/// past its 64 MiB cap (700 of them: 72 MB): every later run then refused it
+/// with 65, forever. A key longer than any real one (256 bytes) makes the
+/// item rejected instead. 70 such items keep the test quick.
+#[test]
+fn huge_keys_cannot_push_the_checkpoint_past_its_cap() {
+    let env = TestEnv::new();
+    let at = detection_time(minutes_ago(2));
+    for i in 0..70 {
+        let id = format!("{i:04}{}", "k".repeat(100 * 1024));
+        let raw = format!(r#"{{"Id":"{id}","ReceivedTime":"{at}"}}"#);
+        env.fake.add_raw_detection(&id, &at, raw.as_bytes());
+    }
+    env.fake.add_detections(detections(0, 3, 2));
+    env.run(&["poll", "--sources", "detections", "--max-rps", "0"])
+        .expect(0);
+    assert_eq!(env.lines().len(), 3);
+    let size = std::fs::metadata(env.checkpoint_path()).unwrap().len();
+    assert!(size < 1 << 20, "checkpoint of {size} bytes");
+    env.run(&["poll", "--sources", "detections", "--max-rps", "0"])
+        .expect(0);
+    env.run(&["status"]).expect(0);
+}
