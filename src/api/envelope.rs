@@ -91,39 +91,39 @@ fn range_in(whole: &str, part: &str) -> Range<usize> {
 /// message.
 pub(super) fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
     let (text, replaced_invalid_utf8) = text(body);
-    let mut escaped_controls = 0;
-    // Copied only when the page does not parse as it came.
-    let text = match serde_json::from_str::<Envelope>(&text) {
-        Err(_) => match escape_raw_controls(&text) {
-            (escaped, count) if count > 0 => {
-                escaped_controls = count;
-                escaped
-            }
-            _ => text,
-        },
-        Ok(_) => text,
-    };
-    let (items, total_pages, total_number_of_items) = match serde_json::from_str::<Envelope>(&text)
-    {
-        Ok(envelope) => (
-            envelope
-                .page_items
-                .iter()
-                .map(|item| range_in(&text, item.get()))
-                .collect(),
-            envelope.total_pages,
-            envelope.total_number_of_items,
-        ),
-        Err(err) => return Err((err.to_string(), text.into_bytes())),
-    };
-    Ok(Page {
-        body: text,
+    let page = |body: String, (items, total_pages, total_number_of_items), escaped_controls| Page {
+        body,
         items,
         total_pages,
         total_number_of_items,
         replaced_invalid_utf8,
         escaped_controls,
-    })
+    };
+    match read_envelope(&text) {
+        Ok(parts) => Ok(page(text, parts, 0)),
+        // Copied only when the page does not parse as it came; the error
+        // and the body shown are the answer's own.
+        Err(err) => {
+            let (escaped, count) = escape_raw_controls(&text);
+            match (count > 0).then(|| read_envelope(&escaped)) {
+                Some(Ok(parts)) => Ok(page(escaped, parts, count)),
+                _ => Err((err.to_string(), text.into_bytes())),
+            }
+        }
+    }
+}
+
+/// Where a page's items lie in `text`, and its totals.
+type EnvelopeParts = (Vec<Range<usize>>, Option<u64>, Option<u64>);
+
+fn read_envelope(text: &str) -> Result<EnvelopeParts, serde_json::Error> {
+    let envelope = serde_json::from_str::<Envelope>(text)?;
+    let items = envelope
+        .page_items
+        .iter()
+        .map(|item| range_in(text, item.get()))
+        .collect();
+    Ok((items, envelope.total_pages, envelope.total_number_of_items))
 }
 
 /// `text` with every control character inside a JSON string (U+0000 to
@@ -197,6 +197,11 @@ mod tests {
             [r#"{"a":"x\u0009y\"\u0000"}"#, r#"{"b":1}"#]
         );
         assert_eq!(page.escaped_controls, 2);
+        // Broken for another reason too: the answer's own error and bytes.
+        let cut = b"{\"page_items\":[{\"a\":\"x\ty\"}".to_vec();
+        let (why, body) = parse_page(cut.clone()).unwrap_err();
+        assert!(why.contains("control character"), "{why}");
+        assert_eq!(body, cut);
     }
 
     #[test]
