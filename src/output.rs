@@ -415,16 +415,30 @@ impl OutputFile {
             return Ok((size, false));
         }
         if let Some(start) = self.own_partial_line(&meta)? {
-            crate::warn!(
-                "the output {} ended in a partial line of this tenant's ({} bytes, from an \
-                 interrupted run); removed it",
-                self.path.display(),
-                size - start
-            );
-            self.file
-                .set_len(start)
-                .map_err(|e| output_error(&self.path, "truncate", e))?;
-            return Ok((start, false));
+            // An append-only file (chattr +a) cannot be cut: the partial
+            // line then stays like anyone else's, rather than every run
+            // failing on it.
+            match self.file.set_len(start) {
+                Ok(()) => {
+                    crate::warn!(
+                        "the output {} ended in a partial line of this tenant's ({} bytes, from \
+                         an interrupted run); removed it",
+                        self.path.display(),
+                        size - start
+                    );
+                    return Ok((start, false));
+                }
+                Err(err) => {
+                    crate::warn!(
+                        "the output {} ends in a partial line of this tenant's ({} bytes, from \
+                         an interrupted run) that cannot be removed ({err}); left it, the new \
+                         lines start on a line of their own",
+                        self.path.display(),
+                        size - start
+                    );
+                    return Ok((size, true));
+                }
+            }
         }
         crate::warn!(
             "the output {} does not end in a newline and its last bytes were not written by \

@@ -263,3 +263,56 @@ fn huge_keys_cannot_push_the_checkpoint_past_its_cap() {
         .expect(0);
     env.run(&["status"]).expect(0);
 }
+
+/// An append-only output (`chattr +a`, a common hardening for logs) cannot
+/// be cut: a partial line of ours left by a kill made every later run fail
+/// with 74 ("cannot truncate"), after a warning that it had been removed.
+/// It now stays like a foreign partial line, and the run goes on.
+#[test]
+fn an_append_only_output_with_a_torn_line_of_ours_does_not_stop_the_runs() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 2, 5));
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let text = std::fs::read_to_string(env.output()).unwrap();
+    let first = text.lines().next().unwrap();
+    let torn = &first[..first.len() / 2];
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.output())
+        .unwrap();
+    std::io::Write::write_all(&mut file, torn.as_bytes()).unwrap();
+    drop(file);
+    let Some(chattr) = require_tool("chattr") else {
+        return;
+    };
+    let output = env.output().display().to_string();
+    let made = std::process::Command::new(&chattr)
+        .args(["+a", &output])
+        .output()
+        .unwrap();
+    if !made.status.success() {
+        skip(&format!(
+            "chattr +a needs root and ext4 or similar: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+        return;
+    }
+    env.fake.add_threats(threats(10, 2, 1));
+    let out = env.run(&["poll", "--sources", "threats"]);
+    std::process::Command::new(&chattr)
+        .args(["-a", &output])
+        .status()
+        .unwrap();
+    let out = out.expect(0);
+    assert!(out.stderr.contains("cannot be removed"), "{}", out.stderr);
+    // The old bytes and the torn line stay; the new lines follow on lines
+    // of their own.
+    let after = std::fs::read_to_string(env.output()).unwrap();
+    let kept = format!("{text}{torn}\n");
+    assert!(after.starts_with(&kept), "{after}");
+    let new_lines: Vec<serde_json::Value> = after[kept.len()..]
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(new_lines.len(), 2, "{after}");
+}
