@@ -69,6 +69,8 @@ pub const REJECTED_FILE: &str = "rejected.jsonl";
 /// was first met, so that polls whose overlap shows it again stay quiet; a
 /// backfill meeting it later reports it again.
 const REJECTED_MEMORY: TimeDelta = TimeDelta::days(7);
+/// Rejected items held in memory for the next commit, at most (bytes).
+const DEAD_LETTER_HELD: usize = 4 << 20;
 /// At most this many rejected items are remembered per source, newest kept.
 const MAX_REJECTED_KEYS: usize = 10_000;
 
@@ -207,7 +209,7 @@ pub fn run_job(
 ) -> Result<()> {
     let clock = Instant::now();
     ensure_state_dir(&store.state_dir)?;
-    let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name())?;
+    let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name(), &control)?;
     let tenant_id = api.tenant_id.clone();
     let metrics_file = store.metrics_file.clone();
     let (result, run) = run_locked(job, api, store, settings, retry, control, &lock);
@@ -275,7 +277,12 @@ fn run_locked(
                 ),
             ));
         }
-        let mut output = Output::open(&store.output, &store.state_dir, &api.tenant_id)?;
+        let mut output = Output::open(
+            &store.output,
+            &store.state_dir,
+            &api.tenant_id,
+            control.clone(),
+        )?;
         let recovered =
             output.recover(checkpoint.output.as_ref(), lock.interrupted_run.is_some())?;
         if checkpoint.output.is_none() {
@@ -819,6 +826,12 @@ impl Run {
         }
         for (why, item) in rejects {
             self.reject(at, number, &why, item);
+        }
+        // Held for the commit, but a window of bad items must not pile up
+        // in memory: appended early (after a crash, again by the next run).
+        if self.dead_letter.len() > DEAD_LETTER_HELD {
+            append_dead_letter(&self.rejected_path, &self.dead_letter)?;
+            self.dead_letter.clear();
         }
         let source = &mut self.sources[at];
         let expected = *source.expected_pages.get_or_insert(total_pages);
