@@ -224,7 +224,7 @@ fn refuse_state_file(path: &Path, state_dir: &Path) -> Result<()> {
         checkpoint,
         state_dir.join(crate::lock::LOCK_FILE),
         state_dir.join(PENDING_MARKER),
-        crate::run::rejected_path(&state_dir),
+        crate::rejected::path_in(&state_dir),
     ];
     match resolved(path) {
         Some(target) if own.contains(&target) => Err(fail(
