@@ -215,17 +215,7 @@ impl Output {
 /// replace the lines, the lock's reset would empty them, while the
 /// checkpoint records them as written.
 fn refuse_state_file(path: &Path, state_dir: &Path) -> Result<()> {
-    let Ok(state_dir) = state_dir.canonicalize() else {
-        return Ok(());
-    };
-    let checkpoint = crate::checkpoint::path_in(&state_dir);
-    let own = [
-        checkpoint.with_extension("json.tmp"),
-        checkpoint,
-        state_dir.join(crate::lock::LOCK_FILE),
-        state_dir.join(PENDING_MARKER),
-        crate::rejected::path_in(&state_dir),
-    ];
+    let own = state_files(state_dir);
     match resolved(path) {
         Some(target) if own.contains(&target) => Err(fail(
             ExitKind::Config,
@@ -238,6 +228,54 @@ fn refuse_state_file(path: &Path, state_dir: &Path) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The files the tool keeps in the state directory, as real paths.
+fn state_files(state_dir: &Path) -> Vec<PathBuf> {
+    let Ok(state_dir) = state_dir.canonicalize() else {
+        return Vec::new();
+    };
+    let checkpoint = crate::checkpoint::path_in(&state_dir);
+    vec![
+        checkpoint.with_extension("json.tmp"),
+        checkpoint,
+        state_dir.join(crate::lock::LOCK_FILE),
+        state_dir.join(PENDING_MARKER),
+        crate::rejected::path_in(&state_dir),
+    ]
+}
+
+/// Refuses a `--metrics-file` that is the output or one of the state
+/// directory's files: the metrics file is replaced by rename at the end of
+/// every run, which would replace the log (or the checkpoint) with metrics.
+pub fn refuse_metrics_clash(
+    metrics: &Path,
+    target: &crate::config::OutputTarget,
+    state_dir: &Path,
+) -> Result<()> {
+    let Some(real) = resolved(metrics) else {
+        return Ok(());
+    };
+    let output = match target {
+        crate::config::OutputTarget::File(path) => resolved(path),
+        crate::config::OutputTarget::Stdout => None,
+    };
+    if output.as_ref() == Some(&real) || state_files(state_dir).contains(&real) {
+        return Err(fail(
+            ExitKind::Config,
+            format!(
+                "--metrics-file {} is {}; the metrics file is replaced at the end of every \
+                 run, so give it a path of its own",
+                metrics.display(),
+                if output.as_ref() == Some(&real) {
+                    "the output".to_string()
+                } else {
+                    format!("the state directory's own {}", real.display())
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Where `path` leads: through symlinks, also to a file not there yet.

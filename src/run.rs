@@ -189,6 +189,11 @@ pub fn run_job(
 ) -> Result<()> {
     let clock = Instant::now();
     ensure_state_dir(&store.state_dir)?;
+    // Before the lock: a run that gets it writes the metrics file whatever
+    // happens, and that must not be the output or a state file.
+    if let Some(metrics) = &store.metrics_file {
+        crate::output::refuse_metrics_clash(metrics, &store.output, &store.state_dir)?;
+    }
     let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name(), &control)?;
     let tenant_id = api.tenant_id.clone();
     let metrics_file = store.metrics_file.clone();

@@ -143,6 +143,38 @@ fn an_output_that_is_a_state_file_is_refused() {
     env.run(&["poll", "--output", &output]).expect(78);
 }
 
+/// A `--metrics-file` naming the output (or the checkpoint) would replace
+/// the log with metrics at the end of every run, after the checkpoint
+/// recorded its lines as written: refused before anything is fetched.
+#[test]
+fn a_metrics_file_that_is_the_output_or_a_state_file_is_refused() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(1, 3, 5));
+    std::fs::write(env.output(), "{\"someone\":\"else\"}\n").unwrap();
+    let output = env.output().display().to_string();
+    let out = env.run(&["poll", "--metrics-file", &output]).expect(78);
+    assert!(
+        out.error_line().contains("--metrics-file") && out.error_line().contains("the output"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.output()).unwrap(),
+        "{\"someone\":\"else\"}\n"
+    );
+    let checkpoint = env.checkpoint_path().display().to_string();
+    let out = env.run(&["poll", "--metrics-file", &checkpoint]).expect(78);
+    assert!(
+        out.error_line().contains("the state directory's own"),
+        "{}",
+        out.stderr
+    );
+    // A path of its own is fine.
+    let metrics = env.dir.join("m.prom").display().to_string();
+    env.run(&["poll", "--metrics-file", &metrics]).expect(0);
+    assert_eq!(env.lines().len(), 4, "the old line and three threats");
+}
+
 /// Another program holding an exclusive `flock` on the output (a shipper or
 /// a script that never lets go) made the run wait for the lock with no end:
 /// past --max-runtime, and the timer's next run never started. The wait now
