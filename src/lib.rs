@@ -8,15 +8,17 @@
 //!
 //! The flow of a run, one module each: `lock` (one run per state dir) →
 //! `checkpoint` (what is written) → `output` (crash recovery, locked
-//! appends) → `run` (per source: window, slices, dedupe, commits) → `pager`
-//! (the pages of one window, in order) and `lookup` (what a new line carries
-//! from a request of its own: a threat's devices, a detection's details) → `api` (auth, requests, pacing) with
-//! `retry` (the retry policy) and `control` (signals, run time). A page's
-//! items become lines through `sources` (what each source says about itself,
-//! and the list of all of them; one small module per source). `metrics` and
-//! `progress` are what operators watch. `check` and `status` are the two commands that write
-//! nothing. `untrusted` escapes and caps every text from the server before it
-//! is shown or stored.
+//! appends) → `run` (per source: window or snapshot, slices, dedupe,
+//! commits) → `pager` (the pages of one window, in order) and `lookup` (what
+//! a new line carries from a request of its own: a threat's devices, a
+//! detection's details) → `api` (auth, requests, pacing) with `retry` (the
+//! retry policy) and `control` (signals, run time). A page's items become
+//! lines through `sources` (what each source says about itself, and the list
+//! of all of them; one small module per source). `rejected` keeps the items
+//! that cannot be placed (the dead-letter file); `untrusted` escapes and caps
+//! every text from the server before it is shown or stored. `metrics` and
+//! `progress` are what operators watch; `check` and `status` are the two
+//! commands that write nothing.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +39,7 @@ mod metrics;
 mod output;
 mod pager;
 mod progress;
+mod rejected;
 mod retry;
 mod run;
 mod sources;

@@ -9,6 +9,7 @@
 //! The lock file is opened with O_NOFOLLOW and must be a regular file: a
 //! symlink planted at its name would otherwise have its target emptied.
 
+use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
 use anyhow::Result;
 use std::fs::{File, OpenOptions};
@@ -16,6 +17,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The lock file's name in the state directory.
+pub const LOCK_FILE: &str = "lock";
 
 pub struct RunLock {
     file: File,
@@ -42,9 +46,16 @@ pub fn ensure_state_dir(dir: &Path) -> Result<()> {
 }
 
 impl RunLock {
-    /// Takes the lock, waiting up to `wait` for another run to finish.
-    pub fn acquire(state_dir: &Path, wait: Duration, command: &str) -> Result<RunLock> {
-        let path = state_dir.join("lock");
+    /// Takes the lock, waiting up to `wait` for another run to finish; the
+    /// wait also ends on a signal or at `--max-runtime` (`control`), since
+    /// the signal handler only sets a flag that someone must look at.
+    pub fn acquire(
+        state_dir: &Path,
+        wait: Duration,
+        command: &str,
+        control: &RunControl,
+    ) -> Result<RunLock> {
+        let path = state_dir.join(LOCK_FILE);
         let io_error = |err: std::io::Error| {
             fail(
                 ExitKind::Io,
@@ -84,7 +95,10 @@ impl RunLock {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100));
+                    control.sleep(
+                        Duration::from_millis(100)
+                            .min(deadline.saturating_duration_since(Instant::now())),
+                    )?;
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(fail(

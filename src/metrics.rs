@@ -84,12 +84,28 @@ pub fn write(
 ) -> Result<()> {
     let text = render(tenant_id, checkpoint, figures);
     let temp = path.with_extension("prom.tmp");
-    std::fs::write(&temp, text)
+    // A stale temp or a symlink planted at its name is removed, never
+    // written through; create_new refuses anything that appears meanwhile.
+    remove_if_present(&temp)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+        })
+        .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
         .and_then(|()| std::fs::rename(&temp, path))
         .classify(
             ExitKind::Io,
             format_args!("writing the metrics file {}", path.display()),
         )
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
 }
 
 fn render(tenant_id: &str, checkpoint: Option<&Checkpoint>, figures: &RunFigures) -> String {

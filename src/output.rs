@@ -33,20 +33,26 @@
 //! went into the rotated file are out of reach, which is the one case that
 //! degrades to at-least-once.
 
+use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
 use crate::sources::{self, SourceKind, line_prefix};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// How many bytes before the mark are hashed to recognise the same content:
 /// several whole lines, each with its own IDs and times.
 const FINGERPRINT_LEN: u64 = 4096;
+
+/// No line of ours is longer: an item comes from an answer of at most
+/// `MAX_BODY` bytes, and escaping a line separator at most triples its bytes.
+const MAX_OWN_LINE: usize = 3 * crate::api::MAX_BODY as usize + 4096;
 
 /// The marker's name in the state directory.
 pub const PENDING_MARKER: &str = "appending";
@@ -82,6 +88,8 @@ pub struct OutputFile {
     /// The last committed mark: only bytes at or after it can be ours.
     committed: Option<OutputMark>,
     pending: PendingMarker,
+    /// Bounds the wait for the file lock (`None` in unit tests: no bound).
+    control: Option<RunControl>,
 }
 
 fn output_error(path: &Path, what: &str, err: std::io::Error) -> anyhow::Error {
@@ -124,14 +132,16 @@ impl Output {
         target: &crate::config::OutputTarget,
         state_dir: &Path,
         tenant_id: &str,
+        control: RunControl,
     ) -> Result<Output> {
         match target {
             crate::config::OutputTarget::Stdout => Ok(Output::Stdout),
-            crate::config::OutputTarget::File(path) => Ok(Output::File(OutputFile::open(
-                path,
-                PendingMarker::in_dir(state_dir),
-                tenant_id,
-            )?)),
+            crate::config::OutputTarget::File(path) => {
+                refuse_state_file(path, state_dir)?;
+                let mut file = OutputFile::open(path, PendingMarker::in_dir(state_dir), tenant_id)?;
+                file.control = Some(control);
+                Ok(Output::File(file))
+            }
         }
     }
 
@@ -200,6 +210,91 @@ impl Output {
     }
 }
 
+/// Refuses an output that is one of the state directory's own files (also
+/// through a symlink, also before it exists): the checkpoint's rename would
+/// replace the lines, the lock's reset would empty them, while the
+/// checkpoint records them as written.
+fn refuse_state_file(path: &Path, state_dir: &Path) -> Result<()> {
+    let own = state_files(state_dir);
+    match resolved(path) {
+        Some(target) if own.contains(&target) => Err(fail(
+            ExitKind::Config,
+            format!(
+                "the output {} is the state directory's own {}; give the output a path of \
+                 its own",
+                path.display(),
+                target.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The files the tool keeps in the state directory, as real paths.
+fn state_files(state_dir: &Path) -> Vec<PathBuf> {
+    let Ok(state_dir) = state_dir.canonicalize() else {
+        return Vec::new();
+    };
+    let checkpoint = crate::checkpoint::path_in(&state_dir);
+    vec![
+        checkpoint.with_extension("json.tmp"),
+        checkpoint,
+        state_dir.join(crate::lock::LOCK_FILE),
+        state_dir.join(PENDING_MARKER),
+        crate::rejected::path_in(&state_dir),
+    ]
+}
+
+/// Refuses a `--metrics-file` that is the output or one of the state
+/// directory's files: the metrics file is replaced by rename at the end of
+/// every run, which would replace the log (or the checkpoint) with metrics.
+pub fn refuse_metrics_clash(
+    metrics: &Path,
+    target: &crate::config::OutputTarget,
+    state_dir: &Path,
+) -> Result<()> {
+    let Some(real) = resolved(metrics) else {
+        return Ok(());
+    };
+    let output = match target {
+        crate::config::OutputTarget::File(path) => resolved(path),
+        crate::config::OutputTarget::Stdout => None,
+    };
+    if output.as_ref() == Some(&real) || state_files(state_dir).contains(&real) {
+        return Err(fail(
+            ExitKind::Config,
+            format!(
+                "--metrics-file {} is {}; the metrics file is replaced at the end of every \
+                 run, so give it a path of its own",
+                metrics.display(),
+                if output.as_ref() == Some(&real) {
+                    "the output".to_string()
+                } else {
+                    format!("the state directory's own {}", real.display())
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Where `path` leads: through symlinks, also to a file not there yet.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(real) = path.canonicalize() {
+        return Some(real);
+    }
+    // A dangling symlink (or no file yet): its target, in its real directory.
+    let target = match std::fs::read_link(path) {
+        Ok(link) => path.parent().unwrap_or(Path::new(".")).join(link),
+        Err(_) => path.to_path_buf(),
+    };
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(target.file_name()?))
+}
+
 /// Opens `path` for appending, refusing anything but a regular file.
 fn open_regular(path: &Path) -> Result<File> {
     // Checked before opening, so that a FIFO or device is never opened at all.
@@ -244,6 +339,7 @@ impl OutputFile {
                 .collect(),
             committed: None,
             pending,
+            control: None,
         })
     }
 
@@ -273,12 +369,48 @@ impl OutputFile {
         // Durable before the first byte: whatever ends this run, even a power
         // loss, the next run knows to look for these lines.
         self.pending.set()?;
-        self.file
-            .lock()
-            .map_err(|e| output_error(&self.path, "lock", e))?;
+        self.lock(Lock::Exclusive)?;
         let result = self.append_locked(lines);
         let _ = self.file.unlock();
         result
+    }
+
+    /// Takes the file lock. Another program may hold it for as long as it
+    /// likes: the wait ends, like the run, at `--max-runtime` or a signal
+    /// (exit 75), never later.
+    fn lock(&self, kind: Lock) -> Result<()> {
+        let Some(control) = &self.control else {
+            let locked = match kind {
+                Lock::Exclusive => self.file.lock(),
+                Lock::Shared => self.file.lock_shared(),
+            };
+            return locked.map_err(|e| output_error(&self.path, "lock", e));
+        };
+        // flock(2) has no timeout: try, and sleep in growing steps.
+        let mut step = Duration::from_millis(1);
+        loop {
+            let tried = match kind {
+                Lock::Exclusive => self.file.try_lock(),
+                Lock::Shared => self.file.try_lock_shared(),
+            };
+            match tried {
+                Ok(()) => return Ok(()),
+                Err(TryLockError::Error(err)) => return Err(output_error(&self.path, "lock", err)),
+                Err(TryLockError::WouldBlock) => {
+                    control.sleep(step).map_err(|err| {
+                        fail(
+                            ExitKind::Temporary,
+                            format!(
+                                "waiting for the lock on the output file {} (another process \
+                                 holds it): {err:#}",
+                                self.path.display()
+                            ),
+                        )
+                    })?;
+                    step = (step * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
     }
 
     /// With the lock held. Sizes and bytes are read here, after taking the
@@ -321,16 +453,30 @@ impl OutputFile {
             return Ok((size, false));
         }
         if let Some(start) = self.own_partial_line(&meta)? {
-            crate::warn!(
-                "the output {} ended in a partial line of this tenant's ({} bytes, from an \
-                 interrupted run); removed it",
-                self.path.display(),
-                size - start
-            );
-            self.file
-                .set_len(start)
-                .map_err(|e| output_error(&self.path, "truncate", e))?;
-            return Ok((start, false));
+            // An append-only file (chattr +a) cannot be cut: the partial
+            // line then stays like anyone else's, rather than every run
+            // failing on it.
+            match self.file.set_len(start) {
+                Ok(()) => {
+                    crate::warn!(
+                        "the output {} ended in a partial line of this tenant's ({} bytes, from \
+                         an interrupted run); removed it",
+                        self.path.display(),
+                        size - start
+                    );
+                    return Ok((start, false));
+                }
+                Err(err) => {
+                    crate::warn!(
+                        "the output {} ends in a partial line of this tenant's ({} bytes, from \
+                         an interrupted run) that cannot be removed ({err}); left it, the new \
+                         lines start on a line of their own",
+                        self.path.display(),
+                        size - start
+                    );
+                    return Ok((size, true));
+                }
+            }
         }
         crate::warn!(
             "the output {} does not end in a newline and its last bytes were not written by \
@@ -451,9 +597,7 @@ impl OutputFile {
 
     fn mark(&mut self) -> Result<OutputMark> {
         self.follow_rotation()?;
-        self.file
-            .lock_shared()
-            .map_err(|e| output_error(&self.path, "lock", e))?;
+        self.lock(Lock::Shared)?;
         let result = (|| {
             let meta = self
                 .file
@@ -498,9 +642,7 @@ impl OutputFile {
         // until then every run must read it again.
         self.pending.set()?;
         // Shared: appends hold the lock exclusively, so only whole batches are seen.
-        self.file
-            .lock_shared()
-            .map_err(|e| output_error(&self.path, "lock", e))?;
+        self.lock(Lock::Shared)?;
         let result = (|| {
             let meta = self
                 .file
@@ -548,17 +690,19 @@ impl OutputFile {
             .map_err(|e| output_error(&self.path, "read", e))?;
         let mut reader = BufReader::new(file.take(to - from));
         let mut line = Vec::new();
-        loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| output_error(&self.path, "read", e))?;
-            if read == 0 {
-                break;
-            }
-            if line.ends_with(b"\n")
-                && let Some(event) = self.own_event(&line)
-            {
+        // Only a line that may be ours is kept in memory: other tenants' and
+        // programs' lines (a blob of any size) are skipped as they are read.
+        let may_be_ours = |line: &[u8]| {
+            line.len() <= MAX_OWN_LINE
+                && self.prefixes.iter().any(|(_, prefix)| {
+                    let common = line.len().min(prefix.len());
+                    line[..common] == prefix.as_bytes()[..common]
+                })
+        };
+        while let Some(whole) = next_line(&mut reader, &mut line, may_be_ours)
+            .map_err(|e| output_error(&self.path, "read", e))?
+        {
+            if whole && let Some(event) = self.own_event(&line) {
                 found.push(event);
             }
         }
@@ -585,6 +729,51 @@ impl OutputFile {
             key: meta.key,
             time: meta.time,
         })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Lock {
+    Exclusive,
+    Shared,
+}
+
+/// Reads the next line into `line`, keeping its bytes only while `keep`
+/// says the start read so far may be wanted (else `line` is left empty and
+/// the rest of the line skipped unread into memory). `None` at the end;
+/// else whether `line` holds the whole line, newline included.
+fn next_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    keep: impl Fn(&[u8]) -> bool,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let (mut keeping, mut any) = (true, false);
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if buf.is_empty() {
+            return Ok(any.then_some(false));
+        }
+        any = true;
+        let (used, ended) = match buf.iter().position(|b| *b == b'\n') {
+            Some(pos) => (pos + 1, true),
+            None => (buf.len(), false),
+        };
+        if keeping {
+            line.extend_from_slice(&buf[..used]);
+            if !keep(line) {
+                keeping = false;
+                line.clear();
+            }
+        }
+        reader.consume(used);
+        if ended {
+            return Ok(Some(keeping));
+        }
     }
 }
 

@@ -178,7 +178,12 @@ impl Pager {
             let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
             let (mut next_request, mut next_process, mut in_flight) = (2u32, 2u32, 0usize);
             loop {
-                while in_flight < self.concurrency && u64::from(next_request) <= last_page {
+                // Pages that arrived ahead of a slow one count too: the
+                // pages held at once stay within --concurrency, however
+                // long one page takes.
+                while in_flight + arrived.len() < self.concurrency
+                    && u64::from(next_request) <= last_page
+                {
                     self.control.check()?;
                     jobs.send(next_request)
                         .expect("the workers outlive this loop");

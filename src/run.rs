@@ -26,7 +26,7 @@
 //! goes on. Only placed items' times end a newest-first list early.
 
 use crate::api::ApiClient;
-use crate::checkpoint::{self, Checkpoint, RejectedKey, RunRecord, SnapshotState, SourceState};
+use crate::checkpoint::{self, Checkpoint, RunRecord, SnapshotState, SourceState};
 use crate::config::{ApiSettings, RunSettings, StoreSettings};
 use crate::control::RunControl;
 use crate::error::{ExitKind, exit_code_of, fail};
@@ -36,20 +36,17 @@ use crate::metrics::{self, Resources, RunFigures};
 use crate::output::{Output, RecoveredEvent};
 use crate::pager::{Flow, List, PageAt, Pager};
 use crate::progress::Progress;
+use crate::rejected::{DeadLetter, Remembered};
 use crate::retry::RetryPolicy;
 use crate::sources::{
     self, SERVER_WINDOW_PAD, SNAPSHOT_TIME_KEY, Scan, SourceKind, line_prefix, push_line,
-    push_line_adding, push_one_line, rename_reserved,
+    push_line_adding, rename_reserved,
 };
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Timelike, Utc};
-use sha2::{Digest, Sha256};
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,20 +58,6 @@ const MIN_SLICE: TimeDelta = TimeDelta::minutes(1);
 /// A snapshot's list is read again while its size changes during a
 /// reading, at most this many readings in all.
 const MAX_SNAPSHOT_PASSES: u32 = 3;
-
-/// The dead-letter file in the state directory: one JSON line per item that
-/// could not be placed.
-pub const REJECTED_FILE: &str = "rejected.jsonl";
-/// A rejected item is remembered (by a hash of its bytes) this long after it
-/// was first met, so that polls whose overlap shows it again stay quiet; a
-/// backfill meeting it later reports it again.
-const REJECTED_MEMORY: TimeDelta = TimeDelta::days(7);
-/// At most this many rejected items are remembered per source, newest kept.
-const MAX_REJECTED_KEYS: usize = 10_000;
-
-pub fn rejected_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(REJECTED_FILE)
-}
 
 /// Which end of a window is fetched first.
 #[derive(Debug, Clone, Copy)]
@@ -159,8 +142,8 @@ struct SourceRun {
     fetched: bool,
     /// The keys written (or found written) that dedupe must know.
     seen: Seen,
-    /// Hashes of the rejected items met lately, with when first met.
-    rejected: HashMap<String, DateTime<Utc>>,
+    /// The rejected items met lately, so that each is reported once.
+    rejected: Remembered,
     tally: SourceTally,
     /// Backfill progress: the page count of the source's whole window, from
     /// its first page, to measure against.
@@ -192,9 +175,8 @@ struct Run {
     line_buffer: Vec<u8>,
     /// Scratch space for `Source::scan`, reused.
     key_names: Vec<u64>,
-    /// Dead-letter lines not yet in `rejected.jsonl`; appended at the next commit.
-    dead_letter: Vec<u8>,
-    rejected_path: PathBuf,
+    /// Items that cannot be placed, for `rejected.jsonl`.
+    dead_letter: DeadLetter,
 }
 
 pub fn run_job(
@@ -207,7 +189,12 @@ pub fn run_job(
 ) -> Result<()> {
     let clock = Instant::now();
     ensure_state_dir(&store.state_dir)?;
-    let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name())?;
+    // Before the lock: a run that gets it writes the metrics file whatever
+    // happens, and that must not be the output or a state file.
+    if let Some(metrics) = &store.metrics_file {
+        crate::output::refuse_metrics_clash(metrics, &store.output, &store.state_dir)?;
+    }
+    let lock = RunLock::acquire(&store.state_dir, settings.lock_wait, job.name(), &control)?;
     let tenant_id = api.tenant_id.clone();
     let metrics_file = store.metrics_file.clone();
     let (result, run) = run_locked(job, api, store, settings, retry, control, &lock);
@@ -275,7 +262,12 @@ fn run_locked(
                 ),
             ));
         }
-        let mut output = Output::open(&store.output, &store.state_dir, &api.tenant_id)?;
+        let mut output = Output::open(
+            &store.output,
+            &store.state_dir,
+            &api.tenant_id,
+            control.clone(),
+        )?;
         let recovered =
             output.recover(checkpoint.output.as_ref(), lock.interrupted_run.is_some())?;
         if checkpoint.output.is_none() {
@@ -333,8 +325,7 @@ fn run_locked(
             keep_output_mark,
             line_buffer: Vec::new(),
             key_names: Vec::new(),
-            dead_letter: Vec::new(),
-            rejected_path: rejected_path(&store.state_dir),
+            dead_letter: DeadLetter::new(&store.state_dir),
         };
         Ok(run)
     })();
@@ -817,9 +808,19 @@ impl Run {
                 kind.name
             );
         }
+        let source = &mut self.sources[at];
         for (why, item) in rejects {
-            self.reject(at, number, &why, item);
+            if self
+                .dead_letter
+                .keep(&mut source.rejected, kind, number, &why, item)
+            {
+                source.tally.rejected += 1;
+                if let Some(state) = self.checkpoint.sources.get_mut(kind.name) {
+                    state.rejected_total += 1;
+                }
+            }
         }
+        self.dead_letter.append_if_large()?;
         let source = &mut self.sources[at];
         let expected = *source.expected_pages.get_or_insert(total_pages);
         source.tally.pages += 1;
@@ -836,39 +837,6 @@ impl Run {
         Ok(outcome)
     }
 
-    /// Keeps an item that cannot be placed for `rejected.jsonl` and warns,
-    /// unless it was met lately (the same bytes): then it was reported already.
-    fn reject(&mut self, at: usize, page: u32, why: &str, item: &str) {
-        let source = &mut self.sources[at];
-        let kind = source.kind;
-        let digest = Sha256::digest(item.as_bytes());
-        let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        let now = Utc::now();
-        match source.rejected.entry(hash) {
-            Entry::Occupied(_) => return,
-            Entry::Vacant(slot) => slot.insert(now),
-        };
-        crate::warn!(
-            "{} page {page}: an item was not written ({why}); it is kept in {}",
-            kind.name,
-            self.rejected_path.display()
-        );
-        let head = format!(
-            "{{\"rejected_at\":\"{}\",\"source\":\"{}\",\"page\":{page},\"reason\":{},\"item\":",
-            now.to_rfc3339_opts(SecondsFormat::Secs, true),
-            kind.name,
-            serde_json::to_string(why).expect("a string serializes")
-        );
-        push_one_line(&mut self.dead_letter, head.as_bytes());
-        // Items are valid JSON (the page parsed), so the item goes in as it came.
-        push_one_line(&mut self.dead_letter, item.trim().as_bytes());
-        self.dead_letter.extend_from_slice(b"}\n");
-        source.tally.rejected += 1;
-        if let Some(state) = self.checkpoint.sources.get_mut(kind.name) {
-            state.rejected_total += 1;
-        }
-    }
-
     /// Output durable first, then the checkpoint that covers it, with every
     /// key written so far that a later run may meet (also those of a slice
     /// still in progress, whose lines the new output mark moves past).
@@ -877,13 +845,10 @@ impl Run {
         for source in &self.sources {
             if let Some(state) = self.checkpoint.sources.get_mut(source.kind.name) {
                 state.set_seen(&source.seen);
-                state.rejected = recent_rejections(&source.rejected, now);
+                state.rejected = source.rejected.to_keep(now);
             }
         }
-        if !self.dead_letter.is_empty() {
-            append_dead_letter(&self.rejected_path, &self.dead_letter)?;
-            self.dead_letter.clear();
-        }
+        self.dead_letter.append()?;
         self.output.sync()?;
         if self.keep_output_mark {
             // The recovered lines stay past the mark, uncovered: the marker
@@ -986,93 +951,14 @@ fn source_runs(
                     .filter(|event| event.kind == kind)
                     .map(|event| (event.key.clone(), event.time)),
             );
-            let rejected = state.map(|state| {
-                state
-                    .rejected
-                    .iter()
-                    .map(|r| (r.hash.clone(), r.first_seen))
-                    .collect()
-            });
             SourceRun {
                 kind,
                 fetched: fetched.contains(&kind),
                 seen,
-                rejected: rejected.unwrap_or_default(),
+                rejected: Remembered::from_state(state),
                 tally: SourceTally::default(),
                 expected_pages: None,
             }
         })
         .collect()
-}
-
-/// The rejected items to remember, bounded by [`REJECTED_MEMORY`] and
-/// [`MAX_REJECTED_KEYS`], oldest first for a stable file.
-fn recent_rejections(
-    rejected: &HashMap<String, DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Vec<RejectedKey> {
-    let mut kept: Vec<RejectedKey> = rejected
-        .iter()
-        .filter(|(_, first_seen)| now - **first_seen < REJECTED_MEMORY)
-        .map(|(hash, first_seen)| RejectedKey {
-            hash: hash.clone(),
-            first_seen: *first_seen,
-        })
-        .collect();
-    kept.sort_by(|a, b| (a.first_seen, &a.hash).cmp(&(b.first_seen, &b.hash)));
-    let excess = kept.len().saturating_sub(MAX_REJECTED_KEYS);
-    kept.drain(..excess);
-    kept
-}
-
-/// Appends dead-letter lines durably: before the checkpoint that stops them
-/// from being reported again. Owner-only, as items may be sensitive, and not
-/// through a symlink planted in the state directory.
-fn append_dead_letter(path: &Path, lines: &[u8]) -> Result<()> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .and_then(|mut file| {
-            file.write_all(lines)?;
-            file.sync_all()
-        })
-        .map_err(|err| {
-            fail(
-                ExitKind::Io,
-                format!("cannot append rejected items to {}: {err}", path.display()),
-            )
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejected_items_are_remembered_a_week_at_most_newest_ten_thousand() {
-        let now = Utc::now();
-        let week = HashMap::from([
-            ("old".to_string(), now - REJECTED_MEMORY),
-            (
-                "young".to_string(),
-                now - REJECTED_MEMORY + TimeDelta::seconds(1),
-            ),
-        ]);
-        let kept = recent_rejections(&week, now);
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].hash, "young", "a week old is forgotten");
-        let rejected: HashMap<String, DateTime<Utc>> = (0..MAX_REJECTED_KEYS as i64 + 5)
-            .map(|i| (format!("h{i}"), now - TimeDelta::seconds(i)))
-            .collect();
-        let kept = recent_rejections(&rejected, now);
-        assert_eq!(kept.len(), MAX_REJECTED_KEYS);
-        assert!(
-            kept.iter().all(|k| k.hash != "h10004"),
-            "the oldest go first over the cap"
-        );
-        assert_eq!(kept.last().unwrap().hash, "h0", "oldest first, newest last");
-    }
 }

@@ -36,7 +36,7 @@ pub fn show(
 ) -> Result<bool> {
     let sources = &settings.sources;
     let path = checkpoint::path_in(&store.state_dir);
-    let rejected_path = crate::run::rejected_path(&store.state_dir);
+    let rejected_path = crate::rejected::path_in(&store.state_dir);
     let checkpoint = Checkpoint::load(&path)?;
     let stale =
         max_age.map(|age| stale_sources(checkpoint.as_ref(), sources, age, settings.devices_every));

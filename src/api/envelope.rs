@@ -3,7 +3,11 @@
 //! A body is checked as UTF-8 once, whole, and parsed once; items are byte
 //! ranges of it, so nothing is copied until it is written. Invalid UTF-8 (one
 //! bad byte in one item) must not cost the answer: it is replaced by U+FFFD,
-//! copying the body only then, and the caller is told so.
+//! copying the body only then, and the caller is told so. Likewise a raw
+//! control character inside a string (a tab or NUL that the server's encoder
+//! did not escape, which JSON forbids) must not cost the page: when the page
+//! does not parse, such characters are written as `\u00XX` escapes (the very
+//! characters, now valid JSON) and the page parsed again.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -28,6 +32,8 @@ pub struct Page {
     pub total_number_of_items: Option<u64>,
     /// The answer held invalid UTF-8, replaced by U+FFFD: the caller says so.
     pub replaced_invalid_utf8: bool,
+    /// How many raw control characters inside strings were escaped.
+    pub escaped_controls: usize,
 }
 
 impl Page {
@@ -85,26 +91,68 @@ fn range_in(whole: &str, part: &str) -> Range<usize> {
 /// message.
 pub(super) fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
     let (text, replaced_invalid_utf8) = text(body);
-    let (items, total_pages, total_number_of_items) = match serde_json::from_str::<Envelope>(&text)
-    {
-        Ok(envelope) => (
-            envelope
-                .page_items
-                .iter()
-                .map(|item| range_in(&text, item.get()))
-                .collect(),
-            envelope.total_pages,
-            envelope.total_number_of_items,
-        ),
-        Err(err) => return Err((err.to_string(), text.into_bytes())),
-    };
-    Ok(Page {
-        body: text,
+    let page = |body: String, (items, total_pages, total_number_of_items), escaped_controls| Page {
+        body,
         items,
         total_pages,
         total_number_of_items,
         replaced_invalid_utf8,
-    })
+        escaped_controls,
+    };
+    match read_envelope(&text) {
+        Ok(parts) => Ok(page(text, parts, 0)),
+        // Copied only when the page does not parse as it came; the error
+        // and the body shown are the answer's own.
+        Err(err) => {
+            let (escaped, count) = escape_raw_controls(&text);
+            match (count > 0).then(|| read_envelope(&escaped)) {
+                Some(Ok(parts)) => Ok(page(escaped, parts, count)),
+                _ => Err((err.to_string(), text.into_bytes())),
+            }
+        }
+    }
+}
+
+/// Where a page's items lie in `text`, and its totals.
+type EnvelopeParts = (Vec<Range<usize>>, Option<u64>, Option<u64>);
+
+fn read_envelope(text: &str) -> Result<EnvelopeParts, serde_json::Error> {
+    let envelope = serde_json::from_str::<Envelope>(text)?;
+    let items = envelope
+        .page_items
+        .iter()
+        .map(|item| range_in(text, item.get()))
+        .collect();
+    Ok((items, envelope.total_pages, envelope.total_number_of_items))
+}
+
+/// `text` with every control character inside a JSON string (U+0000 to
+/// U+001F, which JSON allows only escaped) written as its `\u00XX` escape,
+/// and how many there were. Outside strings they are left: there they are
+/// whitespace or a real syntax error.
+fn escape_raw_controls(text: &str) -> (String, usize) {
+    let mut out = String::with_capacity(text.len() + 64);
+    let (mut in_string, mut after_backslash, mut count) = (false, false, 0);
+    for c in text.chars() {
+        if in_string && !after_backslash && c < '\u{20}' {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+            count += 1;
+            continue;
+        }
+        if in_string {
+            if after_backslash {
+                after_backslash = false;
+            } else if c == '\\' {
+                after_backslash = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+    }
+    (out, count)
 }
 
 /// Parses a lookup's answer, which must be one JSON object. On failure, gives
@@ -138,6 +186,22 @@ mod tests {
         assert_eq!(page.total_pages, Some(2));
         assert_eq!(page.total_number_of_items, None);
         assert!(!page.replaced_invalid_utf8);
+    }
+
+    #[test]
+    fn raw_control_characters_in_strings_cost_nothing_of_the_page() {
+        let body = b"{\"page_items\":[{\"a\":\"x\ty\\\"\x00\"},\n{\"b\":1}]}".to_vec();
+        let page = parse_page(body).unwrap();
+        assert_eq!(
+            page.items().collect::<Vec<_>>(),
+            [r#"{"a":"x\u0009y\"\u0000"}"#, r#"{"b":1}"#]
+        );
+        assert_eq!(page.escaped_controls, 2);
+        // Broken for another reason too: the answer's own error and bytes.
+        let cut = b"{\"page_items\":[{\"a\":\"x\ty\"}".to_vec();
+        let (why, body) = parse_page(cut.clone()).unwrap_err();
+        assert!(why.contains("control character"), "{why}");
+        assert_eq!(body, cut);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// written, each under this cap, and the buffer pool keeps at most 16
 /// buffers of at most [`MAX_POOLED`] each: 17 x 16 + 16 x 4 = 336 MiB in the
 /// worst case, about 10 MiB in a normal run.
-const MAX_BODY: u64 = 16 * 1024 * 1024;
+pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 /// A buffer larger than this is freed rather than kept for the next answer.
 const MAX_POOLED: usize = 4 * 1024 * 1024;
 
@@ -207,7 +207,16 @@ impl ApiClient {
                     page.len()
                 ),
             ))),
-            Ok(page) => Ok(page),
+            Ok(page) => {
+                if page.escaped_controls > 0 {
+                    crate::warn!(
+                        "{what}: the answer held {} raw control character(s) inside strings, \
+                         which JSON does not allow; read them as their \\u escapes",
+                        page.escaped_controls
+                    );
+                }
+                Ok(page)
+            }
             Err((why, body)) => Err(request::Unusable::Malformed(format!(
                 "{what}: the answer is not a page ({}); body starts: {}",
                 crate::untrusted::shown(&why),

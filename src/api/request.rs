@@ -476,9 +476,11 @@ fn oversize(what: &str) -> anyhow::Error {
     )
 }
 
-/// The TLS error inside a transport error, if that is what it is.
+/// The TLS error inside a transport error, if that is what it is; shown
+/// escaped and cut, since rustls quotes the names of the server's
+/// certificate in it as they came (any bytes, any number of them).
 fn tls_problem(err: &ureq::Error) -> Option<String> {
-    match err {
+    let why = match err {
         ureq::Error::Rustls(tls) => Some(tls.to_string()),
         ureq::Error::Tls(tls) => Some(tls.to_string()),
         ureq::Error::Io(io) => io
@@ -486,7 +488,8 @@ fn tls_problem(err: &ureq::Error) -> Option<String> {
             .downcast_ref::<rustls::Error>()
             .map(|tls| tls.to_string()),
         _ => None,
-    }
+    };
+    why.map(|why| shown(&why))
 }
 
 /// `limit` names what set `timeout`: --timeout, or --max-runtime's time left.

@@ -22,6 +22,10 @@ pub const EARLIEST_EVENT: DateTime<Utc> = DateTime::from_timestamp_nanos(946_684
 /// (a day covers any clock skew): no window would ever hold them, so they
 /// would vanish unreported.
 pub const MAX_AHEAD: TimeDelta = TimeDelta::days(1);
+/// A key longer than this is no real one (a sha256 is 64 bytes, an Id 36):
+/// keys are kept in the checkpoint, which a server must not be able to grow
+/// past its size cap.
+pub const MAX_KEY_LEN: usize = 256;
 
 /// Identity and time of one item, as needed for dedupe and windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +101,12 @@ impl Source {
             return Err(format!("duplicate key {}", quoted(&name)));
         }
         let key = present(key_field, found.key)?;
+        if key.len() > MAX_KEY_LEN {
+            return Err(format!(
+                "{key_field} is {} bytes long, more than {MAX_KEY_LEN}",
+                key.len()
+            ));
+        }
         let time = match given {
             Some(time) => time,
             None => {

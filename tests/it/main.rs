@@ -5,6 +5,7 @@
 
 mod support;
 
+mod attack;
 mod backfill;
 mod bad_items;
 mod bench_smoke;

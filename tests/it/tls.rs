@@ -10,6 +10,11 @@ use std::sync::Arc;
 
 /// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, leaf DER, leaf key DER).
 fn certificates() -> (String, Vec<u8>, Vec<u8>) {
+    certificates_for(rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap())
+}
+
+/// A CA and a leaf with these parameters signed by it, as [`certificates`].
+fn certificates_for(leaf_params: rcgen::CertificateParams) -> (String, Vec<u8>, Vec<u8>) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
@@ -18,10 +23,7 @@ fn certificates() -> (String, Vec<u8>, Vec<u8>) {
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
         .unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
     (ca.pem(), leaf.der().to_vec(), leaf_key.serialize_der())
 }
 
@@ -102,8 +104,13 @@ fn tls_front(upstream: String, leaf: Vec<u8>, key: Vec<u8>) -> String {
 }
 
 fn tls_env() -> (TestEnv, String, std::path::PathBuf) {
+    tls_env_with(certificates())
+}
+
+fn tls_env_with(
+    (ca_pem, leaf, key): (String, Vec<u8>, Vec<u8>),
+) -> (TestEnv, String, std::path::PathBuf) {
     let env = TestEnv::new();
-    let (ca_pem, leaf, key) = certificates();
     let upstream = env.fake.url().trim_start_matches("http://").to_string();
     let url = tls_front(upstream, leaf, key);
     let ca_file = env.dir.join("ca.pem");
@@ -138,4 +145,29 @@ fn untrusted_certificate_fails_at_once_with_78_pointing_at_ca_file() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(env.fake.requests().len(), 0, "nothing reached the API");
+}
+
+/// The names a certificate presents are the server's text: rustls quotes them
+/// raw in its error (a DNS name may hold ESC or a newline), and a
+/// certificate may list thousands. They reached stderr unescaped and uncut.
+#[test]
+fn names_in_a_hostile_certificate_reach_stderr_escaped_and_cut() {
+    let hostile = "evil\u{1b}[2J\n<0>forged.example";
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = (0..500)
+        .map(|i| rcgen::SanType::DnsName(format!("{hostile}{i}").try_into().unwrap()))
+        .collect();
+    let (env, url, ca_file) = tls_env_with(certificates_for(params));
+    let ca = ca_file.display().to_string();
+    let out = env
+        .run(&["poll", "--api-url", &url, "--ca-file", &ca])
+        .expect(78);
+    assert!(out.stderr.contains("forged.example"), "{}", out.stderr);
+    assert!(!out.stderr.contains('\u{1b}'), "raw ESC: {:?}", out.stderr);
+    assert!(
+        out.stderr.lines().all(|l| l.starts_with("cylance-logs: ")),
+        "a forged line: {}",
+        out.stderr
+    );
+    assert!(out.stderr.len() < 2000, "{} bytes", out.stderr.len());
 }
