@@ -2,13 +2,14 @@
 //! default full; a full run takes several minutes, most of it the rate-limited
 //! latency scenario). Prints one table: each scenario's figure, its target, and
 //! the same scenario with `--concurrency 1` and with the simplest sequential
-//! implementation, as ratios. Figures from shared machines are noisy: compare
-//! within one run, not across runs.
+//! implementation, as ratios. `BENCH_ONLY=cost` prints the rows of README's
+//! cost table (requests and time per case and `--enrich`). Figures from
+//! shared machines are noisy: compare within one run, not across runs.
 //!
 //! The scenarios live in `fake_cylance::scenarios`, where the smoke test
 //! (`tests/it/bench_smoke.rs`) runs them too.
 
-use fake_cylance::scenarios::{self, Measured, Sizes};
+use fake_cylance::scenarios::{self, Events, Measured, Sizes};
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_cylance-logs");
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken. BENCH_ONLY=NAME runs
-    // one scenario: idle, economy, throughput, latency, distant, memory or tenants.
+    // one scenario: idle, economy, throughput, latency, distant, memory,
+    // tenants, lookups or cost.
     let sizes = Sizes::from_env();
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -30,14 +32,16 @@ fn main() {
         sizes.name,
         cores()
     );
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("idle", idle),
+        ("lookups", lookups),
         ("economy", economy),
         ("throughput", throughput),
         ("latency", latency),
         ("distant", distant),
         ("memory", memory),
         ("tenants", tenants),
+        ("cost", cost),
     ];
     for (name, scenario) in scenarios {
         if wanted(name) {
@@ -50,20 +54,105 @@ fn main() {
     );
 }
 
+/// An idle poll with the default sources and the default `--enrich`.
 fn idle(bin: &Path, sizes: &Sizes, table: &mut Table) {
-    let idle = scenarios::idle_poll(bin, sizes);
+    let idle = scenarios::idle_poll(bin, sizes, "threat-devices");
     table.row(
-        "idle poll: requests",
+        "idle poll, default sources and lookups: requests",
         format!(
-            "{} token + {} list",
-            idle.token_requests, idle.list_requests
+            "{} token + {} list + {} lookup",
+            idle.token_requests, idle.list_requests, idle.lookup_requests
         ),
-        "1 + 1 per source",
+        "1 + 1 per source, no lookup",
         None,
         None,
     );
     table.row("idle poll: wall time", ms(idle.wall), "< 20 ms", None, None);
     table.row("idle poll: peak RSS", mib(&idle), "< 10 MiB", None, None);
+}
+
+/// N new threats, each with its `threat-devices` lookup, at the default
+/// `--max-rps`: the lookups share the limit with the lists, so the poll
+/// should take about N / max-rps.
+fn lookups(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let rps = 10.0;
+    let n = sizes.lookup_threats;
+    let run = scenarios::new_threats_with_lookups(bin, n);
+    table.row(
+        &format!("{n} new threats, threat-devices lookups: time / (N / max-rps)"),
+        format!(
+            "{:.2}x ({:.1} s; {} lookups, {} requests in all)",
+            run.wall.as_secs_f64() / (n as f64 / rps),
+            run.wall.as_secs_f64(),
+            run.lookup_requests,
+            run.token_requests + run.list_requests + run.lookup_requests
+        ),
+        "<= 1.3x",
+        None,
+        None,
+    );
+}
+
+/// The README's cost table: requests and time per case and `--enrich`, at
+/// the default `--max-rps` 10; the backfill runs at `--max-rps 0` and its
+/// time is stated as requests / 10 (what the limit allows), not measured.
+fn cost(bin: &Path, sizes: &Sizes, table: &mut Table) {
+    let enrich = ["none", "threat-devices", "threat-devices,detection-details"];
+    let requests = |m: &Measured| m.token_requests + m.list_requests + m.lookup_requests;
+    let figure = |m: &Measured, time: String| {
+        format!(
+            "{} requests ({} token + {} list + {} lookup), {time}",
+            requests(m),
+            m.token_requests,
+            m.list_requests,
+            m.lookup_requests
+        )
+    };
+    for e in enrich {
+        let idle = scenarios::idle_poll(bin, sizes, e);
+        table.row(
+            &format!("cost: idle poll, --enrich {e}"),
+            figure(&idle, ms(idle.wall)),
+            "(reported)",
+            None,
+            None,
+        );
+    }
+    let busy = Events::BUSY_MINUTE;
+    for e in enrich {
+        let run = scenarios::busy_minute(bin, busy, e);
+        table.row(
+            &format!(
+                "cost: busy minute ({} threats, {} detections, {} memory protection), --enrich {e}",
+                busy.threats, busy.detections, busy.memory_protection
+            ),
+            figure(&run, seconds(run.wall)),
+            "(reported)",
+            None,
+            None,
+        );
+    }
+    let backfill = sizes.backfill_cost;
+    for e in enrich {
+        let run = scenarios::backfill_30_days(bin, backfill, e, &["--max-rps", "0"]);
+        table.row(
+            &format!(
+                "cost: 30-day backfill ({} threats, {} detections, {} memory protection), --enrich {e}",
+                backfill.threats, backfill.detections, backfill.memory_protection
+            ),
+            figure(
+                &run,
+                format!(
+                    "{:.0} s at --max-rps 10 (requests / 10; {:.1} s at --max-rps 0)",
+                    requests(&run) as f64 / 10.0,
+                    run.wall.as_secs_f64()
+                ),
+            ),
+            "(reported)",
+            None,
+            None,
+        );
+    }
 }
 
 fn economy(bin: &Path, sizes: &Sizes, table: &mut Table) {
@@ -286,6 +375,15 @@ impl Table {
                 println!("| {} |", rule.join(" | "));
             }
         }
+    }
+}
+
+/// Seconds, or milliseconds under one.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        ms(d)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

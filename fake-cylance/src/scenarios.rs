@@ -9,7 +9,7 @@
 
 use crate::env::TestEnv;
 use crate::fake::{Credentials, FakeApi};
-use crate::sample::{detection, threat};
+use crate::sample::{detection, memory_protection_event, threat};
 use crate::time::{detection_time, threat_time};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::io::Write;
@@ -33,6 +33,11 @@ pub struct Sizes {
     pub tenants: usize,
     pub tenants_per_fake: usize,
     pub tenant_events: u64,
+    /// New threats of the lookup scenario, each with its `threat-devices` lookup.
+    pub lookup_threats: u64,
+    /// The cost table's backfill: threats, detections and memory-protection
+    /// events over 30 days.
+    pub backfill_cost: Events,
 }
 
 impl Sizes {
@@ -49,6 +54,8 @@ impl Sizes {
             tenants: 1_000,
             tenants_per_fake: 25,
             tenant_events: 6,
+            lookup_threats: 100,
+            backfill_cost: Events::BACKFILL,
         }
     }
 
@@ -65,6 +72,8 @@ impl Sizes {
             tenants: 200,
             tenants_per_fake: 25,
             tenant_events: 6,
+            lookup_threats: 100,
+            backfill_cost: Events::BACKFILL,
         }
     }
 
@@ -82,6 +91,12 @@ impl Sizes {
             tenants: 6,
             tenants_per_fake: 4,
             tenant_events: 4,
+            lookup_threats: 5,
+            backfill_cost: Events {
+                threats: 400,
+                detections: 200,
+                memory_protection: 200,
+            },
         }
     }
 
@@ -99,7 +114,10 @@ impl Sizes {
 pub struct Measured {
     pub wall: Duration,
     pub token_requests: usize,
+    /// Requests for list pages (threats, detections, memory protection, devices).
     pub list_requests: usize,
+    /// Requests of the `--enrich` lookups (a threat's devices, a detection's details).
+    pub lookup_requests: usize,
     pub events: u64,
     pub peak_memory_kib: Option<u64>,
     pub cpu_seconds: Option<f64>,
@@ -146,13 +164,39 @@ fn measure(tenant: &TestEnv, scenario: &str, args: &[&str]) -> Measured {
     Measured {
         wall,
         token_requests: new.iter().filter(|r| r.path == "/auth/v2/token").count(),
-        list_requests: new.iter().filter(|r| r.path != "/auth/v2/token").count(),
+        list_requests: new
+            .iter()
+            .filter(|r| r.path != "/auth/v2/token" && !is_lookup(&r.path))
+            .count(),
+        lookup_requests: new.iter().filter(|r| is_lookup(&r.path)).count(),
         events: summary_events(&stderr),
         peak_memory_kib: resource(&stderr, "peak memory ", " KiB").map(|v| v as u64),
         cpu_seconds: resource(&stderr, "CPU ", "s user")
             .zip(resource(&stderr, "user + ", "s system"))
             .map(|(user, system)| user + system),
     }
+}
+
+/// A lookup's path: `/threats/v2/{sha256}/devices`, `/detections/v2/{Id}/details`.
+fn is_lookup(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (Some("threats"), Some("v2"), Some(_), Some("devices"), None)
+            | (
+                Some("detections"),
+                Some("v2"),
+                Some(_),
+                Some("details"),
+                None
+            )
+    )
 }
 
 /// Events written, from the summary line ("threats 5 new (1 pages), ...").
@@ -191,8 +235,9 @@ pub fn seed(fake: &FakeApi, first: u64, count: u64, newest: DateTime<Utc>, span:
     );
 }
 
-/// Idle poll: the median run after a first poll, with nothing new.
-pub fn idle_poll(bin: &Path, sizes: &Sizes) -> Measured {
+/// Idle poll: the median run after a first poll, with nothing new; `enrich`
+/// is the `--enrich` value of both polls.
+pub fn idle_poll(bin: &Path, sizes: &Sizes, enrich: &str) -> Measured {
     let tenant = TestEnv::new(bin);
     seed(
         &tenant.fake,
@@ -201,9 +246,10 @@ pub fn idle_poll(bin: &Path, sizes: &Sizes) -> Measured {
         Utc::now() - TimeDelta::hours(2),
         TimeDelta::hours(1),
     );
-    measure(&tenant, "idle", &["poll"]);
+    let args = ["poll", "--enrich", enrich];
+    measure(&tenant, "idle", &args);
     let mut runs: Vec<Measured> = (0..sizes.idle_runs)
-        .map(|_| measure(&tenant, "idle", &["poll"]))
+        .map(|_| measure(&tenant, "idle", &args))
         .collect();
     runs.sort_by_key(|m| m.wall);
     runs.swap_remove(runs.len() / 2)
@@ -237,6 +283,114 @@ pub fn request_economy(bin: &Path, sizes: &Sizes) -> Measured {
             .collect(),
     );
     measure(&tenant, "economy", &["poll", "--sources", "threats"])
+}
+
+/// Events of each windowed source, for the README's cost table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Events {
+    pub threats: u64,
+    pub detections: u64,
+    pub memory_protection: u64,
+}
+
+impl Events {
+    /// The cost table's busy minute.
+    pub const BUSY_MINUTE: Events = Events {
+        threats: 20,
+        detections: 10,
+        memory_protection: 10,
+    };
+
+    /// The cost table's 30-day backfill.
+    pub const BACKFILL: Events = Events {
+        threats: 10_000,
+        detections: 5_000,
+        memory_protection: 5_000,
+    };
+
+    /// Adds these events to `fake`, numbered from `first`, spread evenly over
+    /// the `span` before `newest`.
+    fn seed(&self, fake: &FakeApi, first: u64, newest: DateTime<Utc>, span: TimeDelta) {
+        let at = |i: u64, n: u64| newest - span / (n.max(1) as i32) * i as i32;
+        fake.add_threats(
+            (0..self.threats)
+                .map(|i| threat(first + i, &threat_time(at(i, self.threats))))
+                .collect(),
+        );
+        fake.add_detections(
+            (0..self.detections)
+                .map(|i| detection(first + i, &detection_time(at(i, self.detections))))
+                .collect(),
+        );
+        fake.add_memory_protection(
+            (0..self.memory_protection)
+                .map(|i| {
+                    memory_protection_event(first + i, &threat_time(at(i, self.memory_protection)))
+                })
+                .collect(),
+        );
+    }
+}
+
+/// A busy minute: after a first poll that wrote as many events from the
+/// minutes before, `events` arrive within a minute; returns the next poll
+/// (the default sources, at the default `--max-rps`) with `--enrich enrich`.
+/// That poll reads the earlier events again in its overlap, and must neither
+/// write nor look them up again.
+pub fn busy_minute(bin: &Path, events: Events, enrich: &str) -> Measured {
+    let tenant = TestEnv::new(bin);
+    let args = ["poll", "--enrich", enrich];
+    events.seed(
+        &tenant.fake,
+        1_000_000,
+        Utc::now() - TimeDelta::minutes(2),
+        TimeDelta::minutes(3),
+    );
+    measure(&tenant, "busy", &args);
+    events.seed(
+        &tenant.fake,
+        0,
+        Utc::now() - TimeDelta::seconds(2),
+        TimeDelta::minutes(1),
+    );
+    measure(&tenant, "busy", &args)
+}
+
+/// A 30-day backfill of `events` (the default sources) with `--enrich enrich`
+/// and `extra` arguments (such as `--max-rps 0`).
+pub fn backfill_30_days(bin: &Path, events: Events, enrich: &str, extra: &[&str]) -> Measured {
+    let tenant = TestEnv::new(bin);
+    events.seed(
+        &tenant.fake,
+        0,
+        Utc::now() - TimeDelta::minutes(5),
+        TimeDelta::days(30) - TimeDelta::hours(1),
+    );
+    let mut args = vec!["backfill", "--since", "30d", "--enrich", enrich];
+    args.extend_from_slice(extra);
+    measure(&tenant, "backfill-30d", &args)
+}
+
+/// Lookups: `count` new threats after an idle first poll, each looked up
+/// (`--enrich threat-devices`, the default) at the default `--max-rps`.
+/// Each threat's device list fits in one page, so the poll makes one lookup
+/// per threat.
+pub fn new_threats_with_lookups(bin: &Path, count: u64) -> Measured {
+    let tenant = TestEnv::new(bin);
+    let args = ["poll", "--enrich", "threat-devices"];
+    measure(&tenant, "lookups", &args);
+    Events {
+        threats: count,
+        detections: 0,
+        memory_protection: 0,
+    }
+    .seed(
+        &tenant.fake,
+        0,
+        Utc::now() - TimeDelta::seconds(2),
+        TimeDelta::minutes(5),
+    );
+    measure(&tenant, "lookups", &args)
 }
 
 /// A tenant with `events` over the last 20 hours and `latency` per answer:

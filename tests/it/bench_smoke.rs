@@ -2,7 +2,7 @@
 //! (which, unlike timings, are exact) meet the targets. Timings are printed by
 //! `cargo bench --bench poller`, never asserted.
 
-use fake_cylance::scenarios::{self, Sizes};
+use fake_cylance::scenarios::{self, Events, Sizes};
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,16 +21,100 @@ fn backfill_requests_for(events: u64) -> usize {
     pages_for(events) + 1
 }
 
+/// The `--enrich` values of README's cost table.
+const ENRICH: [&str; 3] = ["none", "threat-devices", "threat-devices,detection-details"];
+
+/// README's cost table, from the page sizes: list pages per windowed source
+/// (threats 200 a page, detections 100, memory protection 200; an empty list
+/// is one page too).
+fn list_pages(events: Events) -> usize {
+    let pages = |n: u64, size: u64| n.div_ceil(size).max(1) as usize;
+    pages(events.threats, 200)
+        + pages(events.detections, 100)
+        + pages(events.memory_protection, 200)
+}
+
+/// ... and one lookup per new line of a looked-up source (every threat's
+/// device list in these scenarios fits in one page).
+fn lookups(events: Events, enrich: &str) -> usize {
+    let per = |lookup: &str, n: u64| {
+        if enrich.split(',').any(|e| e == lookup) {
+            n as usize
+        } else {
+            0
+        }
+    };
+    per("threat-devices", events.threats) + per("detection-details", events.detections)
+}
+
 #[test]
-fn idle_poll_makes_exactly_one_token_and_one_list_request_per_source() {
-    let idle = scenarios::idle_poll(Path::new(BIN), &Sizes::tiny());
-    // threats, detections, memory-protection: the default sources.
-    assert_eq!((idle.token_requests, idle.list_requests), (1, 3));
-    assert_eq!(idle.events, 0);
-    assert!(
-        idle.peak_memory_kib.is_some(),
-        "the binary reports its resources at -v"
+fn idle_poll_makes_exactly_one_token_and_one_list_request_per_source_and_no_lookup() {
+    for enrich in ENRICH {
+        let idle = scenarios::idle_poll(Path::new(BIN), &Sizes::tiny(), enrich);
+        // threats, detections, memory-protection: the default sources.
+        assert_eq!(
+            (
+                idle.token_requests,
+                idle.list_requests,
+                idle.lookup_requests
+            ),
+            (1, 3, 0),
+            "--enrich {enrich}"
+        );
+        assert_eq!(idle.events, 0);
+        assert!(
+            idle.peak_memory_kib.is_some(),
+            "the binary reports its resources at -v"
+        );
+    }
+}
+
+#[test]
+fn a_busy_minute_costs_one_page_per_source_and_one_lookup_per_new_line() {
+    let busy = Events::BUSY_MINUTE;
+    let cost: Vec<(usize, usize, usize)> = ENRICH
+        .iter()
+        .map(|enrich| {
+            let run = scenarios::busy_minute(Path::new(BIN), busy, enrich);
+            assert_eq!(run.events, 40, "--enrich {enrich}");
+            (run.token_requests, run.list_requests, run.lookup_requests)
+        })
+        .collect();
+    // README's cost table: 4, 24 and 34 requests.
+    assert_eq!(cost, [(1, 3, 0), (1, 3, 20), (1, 3, 30)]);
+    for (enrich, (_, lists, looked)) in ENRICH.iter().zip(&cost) {
+        assert_eq!(*lists, list_pages(busy), "--enrich {enrich}");
+        assert_eq!(*looked, lookups(busy, enrich), "--enrich {enrich}");
+    }
+}
+
+#[test]
+fn new_threats_cost_one_lookup_each() {
+    let sizes = Sizes::tiny();
+    let run = scenarios::new_threats_with_lookups(Path::new(BIN), sizes.lookup_threats);
+    assert_eq!(run.events, sizes.lookup_threats);
+    assert_eq!(
+        (run.token_requests, run.list_requests, run.lookup_requests),
+        (1, 3, sizes.lookup_threats as usize)
     );
+}
+
+#[test]
+fn a_backfill_costs_its_pages_and_one_lookup_per_line() {
+    let events = Sizes::tiny().backfill_cost;
+    for enrich in ENRICH {
+        let run = scenarios::backfill_30_days(Path::new(BIN), events, enrich, &["--max-rps", "0"]);
+        assert_eq!(
+            run.events,
+            events.threats + events.detections + events.memory_protection,
+            "--enrich {enrich}"
+        );
+        assert_eq!(
+            (run.token_requests, run.list_requests, run.lookup_requests),
+            (1, list_pages(events), lookups(events, enrich)),
+            "--enrich {enrich}"
+        );
+    }
 }
 
 #[test]

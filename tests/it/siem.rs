@@ -2,11 +2,11 @@
 //! `docs/vector.toml` and the Splunk files (`docs/splunk/`), checked against
 //! real output lines, since no Graylog, Filebeat, Vector or Splunk runs here.
 //!
-//! The lines come from one poll of each of two tenants into one file, seeded
+//! The lines come from the polls of two tenants into one file, seeded
 //! with every time shape the API is known to send (threat `last_found` whole,
 //! with a fraction and with `Z`; detection `ReceivedTime` with milliseconds and
-//! `Z`), followed by the lines of [`contract_lines`] (memory protection,
-//! devices, threats with `devices`) until the binary writes those. Each doc is
+//! `Z`; memory-protection `created` the same three ways), with every source
+//! and the default `--enrich threat-devices` (see [`output`]). Each doc is
 //! cut into sections, each limited to one event type where the doc says so (a
 //! rule's `when`, a processor's `when.equals`, a VRL `if`): every field a
 //! section names must be on every real line of that type (`devices` only on
@@ -18,7 +18,7 @@
 
 use crate::support::*;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -829,17 +829,61 @@ struct Output {
     first_tenant: String,
 }
 
-/// Two tenants polled into one file, once for all the tests here.
+/// Two tenants polled into one file, once for all the tests here: every
+/// source (`--sources threats,detections,memory-protection,devices`) with the
+/// default `--enrich threat-devices`, and the second tenant's older threats
+/// also polled with `--enrich none` (threat lines without `devices`).
+///
+/// The fake serves what the recipes must cope with: threat `last_found`
+/// whole, with a fraction and with `Z`; memory-protection `created` the same
+/// three ways, `username` and `user_name`, null `dll_version` and
+/// `process_id`; devices of one snapshot, one without an IP address and one
+/// with a null policy id; threats whose first device has a name and IPs,
+/// whose first device has no IP (the second one has), one found on a device
+/// whose name is not ASCII, and one whose sightings are all older
+/// (`"devices":[]`).
 fn output() -> &'static Output {
     static OUTPUT: OnceLock<Output> = OnceLock::new();
     OUTPUT.get_or_init(|| {
+        const ALL: &str = "threats,detections,memory-protection,devices";
         let first = TestEnv::new();
         let mut found = threats(1, 3, 30);
         found.push(threat(10, &format!("{}.250", threat_time(minutes_ago(20)))));
         found.push(threat(11, &format!("{}Z", threat_time(minutes_ago(25)))));
         first.fake.add_threats(found);
+        // Device 5 has no IP address, 2 has two, 7 a name outside ASCII; the
+        // third threat was found only before its last_found.
+        let sightings: [&[u64]; 4] = [&[0, 2], &[5, 1], &[], &[7]];
+        for (i, devices) in (0u64..).zip(sightings) {
+            let item = threat(600 + i, &threat_time(minutes_ago(50 + i as i64)));
+            let last_found = item["last_found"].as_str().expect("a time").to_owned();
+            let sha256 = item["sha256"].as_str().expect("a sha256").to_owned();
+            first.fake.add_threats(vec![item]);
+            let mut found: Vec<Value> = devices
+                .iter()
+                .map(|&d| threat_device(d, &last_found, "C:\\Users\\Public\\invoice.exe"))
+                .collect();
+            if devices.is_empty() {
+                let older = threat_time(minutes_ago(60 * 24));
+                found.push(threat_device(3, &older, "C:\\Users\\Public\\invoice.exe"));
+            }
+            first.fake.set_threat_devices(&sha256, found);
+        }
         first.fake.add_detections(detections(100, 3, 15));
-        first.run(&["poll"]).expect(0);
+        let events: Vec<Value> = (0..7u64)
+            .map(|i| {
+                let at = threat_time(minutes_ago(40 + i as i64));
+                let created = match i % 3 {
+                    0 => at,
+                    1 => format!("{at}.5"),
+                    _ => format!("{at}.123Z"),
+                };
+                memory_protection_event(500 + i, &created)
+            })
+            .collect();
+        first.fake.add_memory_protection(events);
+        first.fake.add_devices(devices(0, 6, 400));
+        first.run(&["poll", "--sources", ALL]).expect(0);
 
         let second = TestEnv::with_credentials(Credentials {
             app_id: "66666666-7777-8888-9999-000000000000".to_owned(),
@@ -853,101 +897,28 @@ fn output() -> &'static Output {
         second
             .run(&["poll", "--output", &shared, "--enrich", "none"])
             .expect(0);
+        second.fake.add_threats(threats(210, 2, 3));
+        second
+            .fake
+            .add_memory_protection(memory_protection_events(520, 3, 3));
+        second.fake.add_devices(devices(6, 3, 300));
+        second
+            .run(&["poll", "--output", &shared, "--sources", ALL])
+            .expect(0);
 
-        let mut text = std::fs::read_to_string(first.output()).expect("the output file");
-        assert_eq!(first.lines().len(), text.lines().count(), "whole lines");
-        for line in contract_lines(&first.creds.tenant_id, &second.creds.tenant_id) {
-            text.push_str(&line);
-            text.push('\n');
-        }
-        let lines = text
+        let text = std::fs::read_to_string(first.output()).expect("the output file");
+        let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect();
+        assert_eq!(first.lines().len(), lines.len(), "whole lines");
+        assert_each_once(&lines);
         Output {
             text,
             lines,
             first_tenant: first.creds.tenant_id.clone(),
         }
     })
-}
-
-/// Until the binary writes these types, lines built to the contract in
-/// /work/wt/brief/issue-12-contract.md; replace by real output when the
-/// sources land (poll the fake with `--sources` including
-/// `memory-protection,devices` and the default `--enrich threat-devices`, and
-/// drop this function: the tests above need no other change).
-///
-/// The items come from the fake's own generators, each line laid out as the
-/// contract says: `{"event_type":..,"tenant_id":..,<the item's fields>,<the
-/// keys the tool adds>}`. They hold what the recipes must cope with:
-/// memory-protection `created` whole, with a fraction and with `Z`, `username`
-/// and `user_name`, null `dll_version` and `process_id`; devices of one
-/// snapshot, one without an IP address and one with a null policy id; threats
-/// whose first device has a name and IPs, whose first device has no IP (the
-/// second one has), and with `"devices":[]`. Threat lines without `devices`
-/// come from the binary.
-fn contract_lines(first_tenant: &str, second_tenant: &str) -> Vec<String> {
-    let line = |event_type: &str, tenant: &str, item: Value, added: Option<(&str, Value)>| {
-        let item = serde_json::to_string(&item).expect("an item as JSON");
-        let fields = item
-            .strip_prefix('{')
-            .and_then(|i| i.strip_suffix('}'))
-            .filter(|f| !f.is_empty())
-            .expect("an item is a non-empty object");
-        let added = added.map_or(String::new(), |(key, value)| {
-            format!(",{}:{value}", json!(key))
-        });
-        format!(
-            "{{\"event_type\":{},\"tenant_id\":{},{fields}{added}}}",
-            json!(event_type),
-            json!(tenant)
-        )
-    };
-    let tenant = |i: u64| {
-        if i.is_multiple_of(2) {
-            first_tenant
-        } else {
-            second_tenant
-        }
-    };
-    let mut lines = Vec::new();
-
-    for i in 0..7u64 {
-        let at = threat_time(minutes_ago(40 + i as i64));
-        let created = match i % 3 {
-            0 => at,
-            1 => format!("{at}.5"),
-            _ => format!("{at}.123Z"),
-        };
-        let event = memory_protection_event(500 + i, &created);
-        lines.push(line("memory_protection", tenant(i), event, None));
-    }
-
-    let snapshot = threat_time(minutes_ago(30)) + "Z";
-    for i in 0..6u64 {
-        let registered = threat_time(minutes_ago(60 * 24 * (400 - 31 * i as i64)));
-        let added = Some(("snapshot_time", json!(snapshot)));
-        lines.push(line("device", tenant(i), device(i, &registered), added));
-    }
-
-    // Device 5 has no IP address, 2 has two, 7 a name outside ASCII.
-    let sightings: [&[u64]; 4] = [&[0, 2], &[5, 1], &[], &[7]];
-    for (i, devices) in (0u64..).zip(sightings) {
-        let last_found = threat_time(minutes_ago(50 + i as i64));
-        let found: Vec<Value> = devices
-            .iter()
-            .map(|&d| threat_device(d, &last_found, "C:\\Users\\Public\\invoice.exe"))
-            .collect();
-        let added = Some(("devices", Value::Array(found)));
-        lines.push(line(
-            "threat",
-            tenant(i),
-            threat(600 + i, &last_found),
-            added,
-        ));
-    }
-    lines
 }
 
 /// The file the units write, then the one logrotate renamed (see the docs).
