@@ -70,7 +70,7 @@ pub fn check(
             Ok(page) => {
                 let first = page.items().next().map(|item| {
                     kind.scan(item, &mut Vec::new())
-                        .map(|scan| (scan.id, scan.meta.time))
+                        .map(|scan| (scan.id.into_owned(), scan.meta.time))
                 });
                 firsts.push((kind, Some(first)));
                 // A snapshot's items have no time of their own.

@@ -39,12 +39,14 @@ use crate::progress::Progress;
 use crate::rejected::{DeadLetter, Remembered};
 use crate::retry::RetryPolicy;
 use crate::sources::{
-    self, SERVER_WINDOW_PAD, SNAPSHOT_TIME_KEY, Scan, SourceKind, line_prefix, push_line,
+    self, SERVER_WINDOW_PAD, SNAPSHOT_TIME_KEY, SourceKind, line_prefix, push_line,
     push_line_adding, rename_reserved,
 };
 use crate::timefmt::{display, to_delta};
 use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Timelike, Utc};
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,7 +133,12 @@ struct Chosen<'a> {
     item: &'a str,
     /// The item with its reserved keys renamed, when it had any.
     renamed: Option<String>,
-    scan: Scan,
+    /// What a lookup names (the key field's text as sent).
+    id: Cow<'a, str>,
+    time: DateTime<Utc>,
+    /// The dedupe key, when it enters `seen` only once the line is written
+    /// (with a lookup); `None` when it entered at once.
+    key: Option<String>,
 }
 
 /// One source's state for the run.
@@ -694,7 +701,12 @@ impl Run {
                     .expect("a string serializes"),
             ),
         };
-        let seen = &source.seen;
+        // With a lookup, a page's keys enter `seen` only after its append:
+        // a lookup can fail (75) between, and `finish` commits after a 75.
+        // Without one, at once, as the base case costs: nothing but the
+        // append (74, after which nothing is committed) can fail between.
+        let deferred = lookup.is_some();
+        let seen = &mut source.seen;
         let mut outcome = PageOutcome::default();
         let started = self.started;
         // Items that cannot be placed, with why; kept aside after the page.
@@ -717,24 +729,25 @@ impl Run {
                     continue;
                 }
             };
-            let meta = &scan.meta;
+            let (key, time) = (scan.meta.key, scan.meta.time);
             if let Place::Window { start, end } = place {
-                if let Some(why) = kind.implausible_time(meta.time, started) {
+                if let Some(why) = kind.implausible_time(time, started) {
                     rejects.push((why, item));
                     continue;
                 }
                 outcome.outside_window |=
-                    meta.time < start - SERVER_WINDOW_PAD || meta.time >= end + SERVER_WINDOW_PAD;
+                    time < start - SERVER_WINDOW_PAD || time >= end + SERVER_WINDOW_PAD;
                 // Newest first: once an item is older than the window, so is
                 // everything after it.
-                outcome.stop |= kind.newest_first() && meta.time < start;
-                if meta.time < start || meta.time >= end {
+                outcome.stop |= kind.newest_first() && time < start;
+                if time < start || time >= end {
                     continue;
                 }
             }
-            if seen.contains_key(&meta.key) || page_keys.contains(&meta.key) {
-                continue;
-            }
+            let slot = match seen.entry(key) {
+                Entry::Occupied(_) => continue,
+                Entry::Vacant(slot) => slot,
+            };
             let renamed = if scan.reserved {
                 match rename_reserved(item) {
                     Ok(renamed) => Some(renamed),
@@ -749,11 +762,23 @@ impl Run {
             if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
                 replaced_utf8 += 1;
             }
-            page_keys.insert(meta.key.clone());
+            let key = if deferred {
+                let key = slot.into_key();
+                // An item twice on one page is written once.
+                if !page_keys.insert(key.clone()) {
+                    continue;
+                }
+                Some(key)
+            } else {
+                slot.insert(time);
+                None
+            };
             chosen.push(Chosen {
                 item,
                 renamed,
-                scan,
+                id: scan.id,
+                time,
+                key,
             });
         }
         // Every lookup before any line: a failure here writes nothing.
@@ -763,8 +788,8 @@ impl Run {
                 let asks: Vec<Ask<'_>> = chosen
                     .iter()
                     .map(|c| Ask {
-                        id: &c.scan.id,
-                        time: c.scan.meta.time,
+                        id: &c.id,
+                        time: c.time,
                     })
                     .collect();
                 let answers = self.lookups.answers(lookup, kind, &asks)?;
@@ -794,9 +819,9 @@ impl Run {
                 ),
                 (None, None) => push_line(&mut lines, &prefix, item),
             }
-            source
-                .seen
-                .insert(chosen.scan.meta.key, chosen.scan.meta.time);
+            if let Some(key) = chosen.key {
+                source.seen.insert(key, chosen.time);
+            }
             outcome.written += 1;
         }
         self.output.append(&lines)?;

@@ -17,7 +17,6 @@ mod line;
 mod memory_protection;
 mod threats;
 
-pub use item::Scan;
 pub use line::{
     line_prefix, push_compact, push_line, push_line_adding, push_one_line, rename_reserved,
 };
