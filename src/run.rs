@@ -701,10 +701,11 @@ impl Run {
                     .expect("a string serializes"),
             ),
         };
-        // With a lookup, a page's keys enter `seen` only after its append:
-        // a lookup can fail (75) between, and `finish` commits after a 75.
-        // Without one, at once, as the base case costs: nothing but the
-        // append (74, after which nothing is committed) can fail between.
+        // With a lookup, a page's keys enter `seen` only once all its lookups
+        // are answered: a lookup can fail (75), and `finish` commits after a
+        // 75. Without one, at once (one map entry per item, as cheap as it
+        // gets): nothing but the append can fail before the lines are
+        // written, and after a failed append (74) nothing is committed.
         let deferred = lookup.is_some();
         let seen = &mut source.seen;
         let mut outcome = PageOutcome::default();
@@ -714,7 +715,8 @@ impl Run {
         // The lines to write: the item (renamed if it had reserved keys) and
         // what a lookup needs, with the key that enters `seen` once written.
         let mut chosen: Vec<Chosen<'_>> = Vec::new();
-        // Keys chosen on this page: an item twice on one page is written once.
+        // With a lookup, the keys chosen on this page, not yet in `seen`: an
+        // item twice on one page is written once.
         let mut page_keys: HashSet<String> = HashSet::new();
         let mut replaced_utf8 = 0u64;
         for item in page.items() {
@@ -759,9 +761,6 @@ impl Run {
             } else {
                 None
             };
-            if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
-                replaced_utf8 += 1;
-            }
             let key = if deferred {
                 let key = slot.into_key();
                 // An item twice on one page is written once.
@@ -773,6 +772,9 @@ impl Run {
                 slot.insert(time);
                 None
             };
+            if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
+                replaced_utf8 += 1;
+            }
             chosen.push(Chosen {
                 item,
                 renamed,
