@@ -358,38 +358,16 @@ impl ApiClient {
         let started = Instant::now();
         let url = format!("{}{}", self.settings.base_url, spec.path);
         let result = match spec.method {
-            Method::Get => {
-                let mut request = self.agent.get(&url).header("Accept", "application/json");
-                if let Some(bearer) = bearer {
-                    request = request.header("Authorization", &format!("Bearer {bearer}"));
-                }
-                for (name, value) in spec.query {
-                    request = request.query(*name, value);
-                }
-                request
-                    .config()
-                    .timeout_global(Some(timeout))
-                    .build()
-                    .call()
-            }
-            Method::Post => {
-                let mut request = self
-                    .agent
+            Method::Get => prepared(self.agent.get(&url), bearer, spec.query, timeout).call(),
+            Method::Post => prepared(
+                self.agent
                     .post(&url)
-                    .header("Content-Type", "application/json; charset=utf-8")
-                    .header("Accept", "application/json");
-                if let Some(bearer) = bearer {
-                    request = request.header("Authorization", &format!("Bearer {bearer}"));
-                }
-                for (name, value) in spec.query {
-                    request = request.query(*name, value);
-                }
-                request
-                    .config()
-                    .timeout_global(Some(timeout))
-                    .build()
-                    .send(body.as_deref().unwrap_or_default().as_bytes())
-            }
+                    .header("Content-Type", "application/json; charset=utf-8"),
+                bearer,
+                spec.query,
+                timeout,
+            )
+            .send(body.as_deref().unwrap_or_default().as_bytes()),
         };
         let attempt = match result {
             Err(err) => match tls_problem(&err) {
@@ -525,6 +503,24 @@ fn server_message(body: &[u8]) -> String {
 /// The start of a body, escaped, for error messages.
 pub(super) fn excerpt(body: &[u8]) -> String {
     format!("'{}'", shown_bytes(body))
+}
+
+/// What every request carries, whatever its method: JSON wanted, the bearer
+/// token (when the spec asks for one), the query and this attempt's timeout.
+fn prepared<B>(
+    mut request: ureq::RequestBuilder<B>,
+    bearer: Option<&str>,
+    query: &[(&'static str, String)],
+    timeout: std::time::Duration,
+) -> ureq::RequestBuilder<B> {
+    request = request.header("Accept", "application/json");
+    if let Some(bearer) = bearer {
+        request = request.header("Authorization", &format!("Bearer {bearer}"));
+    }
+    for (name, value) in query {
+        request = request.query(*name, value);
+    }
+    request.config().timeout_global(Some(timeout)).build()
 }
 
 #[cfg(test)]
