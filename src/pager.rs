@@ -4,7 +4,8 @@
 //! it decides whether the rest is read (it may split the window instead).
 //! Pages 2 and on are fetched by a few long-lived workers, up to
 //! `--concurrency` requests in flight (each paced by `--max-rps` in the
-//! client), and handed over strictly in page order. The total page count
+//! client), and handed over strictly in page order. The workers are started
+//! once per run, with the first list that has a page 2. The total page count
 //! follows the latest page; without one, paging goes on until an empty page.
 //! Pages fetched past the point where the caller stopped are dropped unread.
 //! Each page's buffer goes back to the client for the next answer.
@@ -19,6 +20,7 @@ use crate::sources::SourceKind;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 /// One list to read: a source's endpoint with the query of one window.
@@ -86,6 +88,49 @@ pub struct Pager {
     control: RunControl,
     concurrency: usize,
     slots: Arc<Slots>,
+    workers: Arc<Workers>,
+}
+
+/// A page to fetch, and where its answer goes.
+struct Job {
+    list: Arc<List>,
+    number: u32,
+    /// Set once the window's reader returned: the page is no longer wanted.
+    unwanted: Arc<AtomicBool>,
+    reply: mpsc::Sender<(u32, Fetched)>,
+}
+
+/// A worker's answer to a [`Job`].
+enum Fetched {
+    Page(Result<Page>),
+    /// The reader had returned before the job was taken: nothing was asked.
+    Skipped,
+}
+
+/// The run's page workers, started with the first window that has a page 2
+/// and kept until the run ends. Threads that live for the whole run keep
+/// their allocator arenas with them: workers started anew for every window
+/// of a long backfill (while the HTTP client starts a short thread for each
+/// request's host lookup) were handed ever other arenas, and the memory each
+/// one kept added up.
+struct Workers {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Closing the queue ends each worker after its current job.
+        drop(self.jobs.get_mut().map(Option::take));
+        let threads = match self.threads.get_mut() {
+            Ok(threads) => std::mem::take(threads),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        for thread in threads {
+            // A worker's panic was already caught and sent as its page's error.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Pager {
@@ -95,6 +140,10 @@ impl Pager {
             control,
             concurrency: concurrency as usize,
             slots: Arc::new(Slots::new(concurrency as usize)),
+            workers: Arc::new(Workers {
+                jobs: Mutex::new(None),
+                threads: Mutex::new(Vec::new()),
+            }),
         }
     }
 
@@ -105,14 +154,15 @@ impl Pager {
 
     /// Hands the pages of `list` to `each`, in order, until the list ends or
     /// `each` answers [`Flow::Stop`]. A signal or `--max-runtime` ends the
-    /// reading between pages, also while requests are in flight.
+    /// reading between pages, also while requests are in flight. When it
+    /// returns, none of this list's requests is still in flight.
     pub fn read(
         &self,
         list: &List,
         mut each: impl FnMut(PageAt<'_>) -> Result<Flow>,
     ) -> Result<()> {
         self.control.check()?;
-        let first = self.fetch(list, 1)?;
+        let first = fetch(&self.client, &self.slots, list, 1)?;
         let at = page_at(1, &first);
         let (more, total_pages) = (at.more, at.total_pages);
         let flow = each(at)?;
@@ -123,11 +173,49 @@ impl Pager {
         Ok(())
     }
 
-    /// The one request for a list page.
-    fn fetch(&self, list: &List, number: u32) -> Result<Page> {
-        let _slot = self.slots.hold();
-        self.client
-            .fetch_page(&list.source.list_request(&list.query), number)
+    /// The queue of the run's workers, starting them on first use.
+    fn job_queue(&self) -> mpsc::Sender<Job> {
+        let mut jobs = self.workers.jobs.lock().expect("job queue lock");
+        if let Some(jobs) = jobs.as_ref() {
+            return jobs.clone();
+        }
+        let (sender, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut threads = self.workers.threads.lock().expect("worker list lock");
+        for _ in 0..self.concurrency.max(1) {
+            let queue = Arc::clone(&queue);
+            let (client, slots) = (Arc::clone(&self.client), Arc::clone(&self.slots));
+            threads.push(std::thread::spawn(move || {
+                loop {
+                    // The lock is released before fetching (a guard in a
+                    // `while let` would live through the whole body).
+                    let next = queue.lock().expect("job queue lock").recv();
+                    // Ends when the queue is closed: the run is over.
+                    let Ok(job) = next else { return };
+                    let fetched = if job.unwanted.load(Ordering::Acquire) {
+                        Fetched::Skipped
+                    } else {
+                        // A panic must still answer, or the reader would
+                        // wait for this page forever.
+                        Fetched::Page(
+                            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                fetch(&client, &slots, &job.list, job.number)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(anyhow::anyhow!(
+                                    "fetching page {} failed (a bug: it panicked)",
+                                    job.number
+                                ))
+                            }),
+                        )
+                    };
+                    // The reader waits for every answer of its window.
+                    let _ = job.reply.send((job.number, fetched));
+                }
+            }));
+        }
+        *jobs = Some(sender.clone());
+        sender
     }
 
     /// Pages 2 and on.
@@ -137,82 +225,98 @@ impl Pager {
         total_pages: u64,
         mut each: impl FnMut(PageAt<'_>) -> Result<Flow>,
     ) -> Result<()> {
+        let jobs = self.job_queue();
+        let (reply, replies) = mpsc::channel::<(u32, Fetched)>();
+        let mut window = Window {
+            client: &self.client,
+            unwanted: Arc::new(AtomicBool::new(false)),
+            replies,
+            in_flight: 0,
+        };
+        let list = Arc::new(List {
+            source: list.source,
+            query: list.query.clone(),
+        });
         // There is a page 2 (page 1 said "more"), also when the server gave
         // no total; then each page says whether another follows.
         let mut last_page = total_pages.max(2);
-        let workers = self
-            .concurrency
-            .min(usize::try_from(last_page - 1).unwrap_or(usize::MAX));
-        std::thread::scope(|scope| {
-            // A few long-lived workers take page numbers from `jobs`: a
-            // thread per page would spread the allocator's per-thread arenas
-            // and with them the memory a long backfill holds.
-            let (jobs, job_queue) = mpsc::channel::<u32>();
-            let job_queue = Arc::new(Mutex::new(job_queue));
-            let (sender, receiver) = mpsc::channel::<(u32, Result<Page>)>();
-            for _ in 0..workers {
-                let (sender, job_queue) = (sender.clone(), Arc::clone(&job_queue));
-                scope.spawn(move || {
-                    loop {
-                        // The lock is released before fetching (a guard in a
-                        // `while let` would live through the whole body).
-                        let next = job_queue.lock().expect("job queue lock").recv();
-                        // Ends when `jobs` is dropped: the loop below returned.
-                        let Ok(number) = next else { return };
-                        // A panic must still send, or the loop below would
-                        // wait for this page forever.
-                        let fetched =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| self.fetch(list, number)))
-                                .unwrap_or_else(|_| {
-                                    Err(anyhow::anyhow!(
-                                        "fetching page {number} failed (a bug: it panicked)"
-                                    ))
-                                });
-                        // The receiver is gone only when the reading stopped early.
-                        if sender.send((number, fetched)).is_err() {
-                            return;
-                        }
-                    }
-                });
+        let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
+        let (mut next_request, mut next_process) = (2u32, 2u32);
+        loop {
+            // Pages that arrived ahead of a slow one count too: the pages
+            // held at once stay within --concurrency, however long one
+            // page takes.
+            while window.in_flight + arrived.len() < self.concurrency
+                && u64::from(next_request) <= last_page
+            {
+                self.control.check()?;
+                jobs.send(Job {
+                    list: Arc::clone(&list),
+                    number: next_request,
+                    unwanted: Arc::clone(&window.unwanted),
+                    reply: reply.clone(),
+                })
+                .expect("the workers outlive the pager's reads");
+                next_request += 1;
+                window.in_flight += 1;
             }
-            let mut arrived: BTreeMap<u32, Result<Page>> = BTreeMap::new();
-            let (mut next_request, mut next_process, mut in_flight) = (2u32, 2u32, 0usize);
-            loop {
-                // Pages that arrived ahead of a slow one count too: the
-                // pages held at once stay within --concurrency, however
-                // long one page takes.
-                while in_flight + arrived.len() < self.concurrency
-                    && u64::from(next_request) <= last_page
-                {
-                    self.control.check()?;
-                    jobs.send(next_request)
-                        .expect("the workers outlive this loop");
-                    next_request += 1;
-                    in_flight += 1;
-                }
-                if in_flight == 0 {
+            if window.in_flight == 0 {
+                return Ok(());
+            }
+            let (number, fetched) = window.replies.recv().expect("the reader holds a sender");
+            window.in_flight -= 1;
+            let Fetched::Page(fetched) = fetched else {
+                unreachable!("pages are skipped only once the reader returned")
+            };
+            arrived.insert(number, fetched);
+            while let Some(fetched) = arrived.remove(&next_process) {
+                self.control.check()?;
+                let page = fetched?;
+                let at = page_at(next_process, &page);
+                let (more, total_pages) = (at.more, at.total_pages);
+                let flow = each(at)?;
+                self.client.recycle(page);
+                next_process += 1;
+                if !more || flow == Flow::Stop {
                     return Ok(());
                 }
-                let (number, fetched) = receiver.recv().expect("every fetch thread sends once");
-                in_flight -= 1;
-                arrived.insert(number, fetched);
-                while let Some(fetched) = arrived.remove(&next_process) {
-                    self.control.check()?;
-                    let page = fetched?;
-                    let at = page_at(next_process, &page);
-                    let (more, total_pages) = (at.more, at.total_pages);
-                    let flow = each(at)?;
-                    self.client.recycle(page);
-                    next_process += 1;
-                    if !more || flow == Flow::Stop {
-                        return Ok(());
-                    }
-                    // The total may change between pages: follow the latest,
-                    // and without one, go on until an empty page.
-                    last_page = total_pages.max(u64::from(next_process));
-                }
+                // The total may change between pages: follow the latest,
+                // and without one, go on until an empty page.
+                last_page = total_pages.max(u64::from(next_process));
             }
-        })
+        }
+    }
+}
+
+/// The one request for a list page.
+fn fetch(client: &ApiClient, slots: &Slots, list: &List, number: u32) -> Result<Page> {
+    let _slot = slots.hold();
+    client.fetch_page(&list.source.list_request(&list.query), number)
+}
+
+/// One window's pages in the workers' hands. However the reading ends
+/// (done, stopped early, an error, a panic), dropping it marks the pages
+/// not yet taken as unwanted and waits for the answers of those in flight,
+/// so no request of a window outlives its reading.
+struct Window<'a> {
+    client: &'a ApiClient,
+    unwanted: Arc<AtomicBool>,
+    replies: mpsc::Receiver<(u32, Fetched)>,
+    in_flight: usize,
+}
+
+impl Drop for Window<'_> {
+    fn drop(&mut self) {
+        self.unwanted.store(true, Ordering::Release);
+        while self.in_flight > 0 {
+            let Ok((_, fetched)) = self.replies.recv() else {
+                return;
+            };
+            self.in_flight -= 1;
+            if let Fetched::Page(Ok(page)) = fetched {
+                self.client.recycle(page);
+            }
+        }
     }
 }
 
@@ -225,5 +329,84 @@ fn page_at(number: u32, page: &Page) -> PageAt<'_> {
                 .total_pages
                 .is_none_or(|total| u64::from(number) < total),
         total_pages: page.total_pages.unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::tests::Server;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// A threats list of five pages; pages 3 to 5 take a while.
+    fn five_pages(answered: Arc<AtomicUsize>) -> Server {
+        Server::start(move |method, url| {
+            if method == "POST" {
+                return (200, r#"{"access_token":"token"}"#);
+            }
+            if !url.contains("page=1&") && !url.contains("page=2&") {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            answered.fetch_add(1, Ordering::SeqCst);
+            (200, r#"{"total_pages": 5, "page_items": [{"id": "a"}]}"#)
+        })
+    }
+
+    fn threats() -> List {
+        let source = crate::sources::from_name("threats").unwrap();
+        let now = chrono::Utc::now();
+        List {
+            source,
+            query: source.window_query(now - chrono::TimeDelta::hours(1), now),
+        }
+    }
+
+    #[test]
+    fn a_read_stopped_early_returns_only_once_its_requests_in_flight_are_answered() {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let server = five_pages(Arc::clone(&answered));
+        let client = Arc::new(server.client());
+        let control = RunControl::install(None).unwrap();
+        let pager = Pager::new(client, control, 4);
+        let mut pages = Vec::new();
+        pager
+            .read(&threats(), |at| {
+                pages.push(at.number);
+                Ok(if at.number == 2 {
+                    Flow::Stop
+                } else {
+                    Flow::Next
+                })
+            })
+            .unwrap();
+        assert_eq!(pages, [1, 2]);
+        // Pages 2 to 5 were asked for at once (--concurrency 4); the read
+        // waited for 3 to 5 although nobody wanted them any more.
+        assert_eq!(answered.load(Ordering::SeqCst), 5);
+        assert_eq!(server.seen().len(), 6, "{:?}", server.seen());
+    }
+
+    #[test]
+    fn the_workers_are_started_once_and_serve_every_read_of_the_run() {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let server = five_pages(Arc::clone(&answered));
+        let client = Arc::new(server.client());
+        let control = RunControl::install(None).unwrap();
+        let pager = Pager::new(client, control, 3);
+        let workers = || pager.workers.threads.lock().unwrap().len();
+        assert_eq!(workers(), 0, "no worker before a page 2 is wanted");
+        for _ in 0..2 {
+            let mut pages = Vec::new();
+            pager
+                .read(&threats(), |at| {
+                    pages.push(at.number);
+                    Ok(Flow::Next)
+                })
+                .unwrap();
+            assert_eq!(pages, [1, 2, 3, 4, 5]);
+            assert_eq!(workers(), 3);
+        }
+        assert_eq!(answered.load(Ordering::SeqCst), 10);
     }
 }

@@ -276,7 +276,7 @@ fn load_ca_file(path: &std::path::Path) -> Result<ureq::tls::RootCerts> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
     use std::ffi::OsString;
@@ -285,14 +285,16 @@ mod tests {
 
     /// A loopback server that answers by `route(method, url)` and records
     /// each request as `METHOD url`.
-    struct Server {
+    pub(crate) struct Server {
         server: Arc<tiny_http::Server>,
         seen: Arc<Mutex<Vec<String>>>,
         thread: Option<std::thread::JoinHandle<()>>,
     }
 
     impl Server {
-        fn start(route: impl Fn(&str, &str) -> (u16, &'static str) + Send + 'static) -> Server {
+        pub(crate) fn start(
+            route: impl Fn(&str, &str) -> (u16, &'static str) + Send + 'static,
+        ) -> Server {
             let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
             let seen = Arc::new(Mutex::new(Vec::new()));
             let (server2, seen2) = (Arc::clone(&server), Arc::clone(&seen));
@@ -313,7 +315,7 @@ mod tests {
             }
         }
 
-        fn client(&self) -> ApiClient {
+        pub(crate) fn client(&self) -> ApiClient {
             let url = format!("http://{}", self.server.server_addr());
             let cli = crate::cli::Cli::try_parse_from(["cylance-logs", "check", "--api-url", &url])
                 .unwrap();
@@ -344,7 +346,7 @@ mod tests {
             .unwrap()
         }
 
-        fn seen(&self) -> Vec<String> {
+        pub(crate) fn seen(&self) -> Vec<String> {
             self.seen.lock().unwrap().clone()
         }
     }
