@@ -49,7 +49,6 @@ pub fn show(
             .iter()
             .map(|(name, cursor)| format!("{name}: cursor {} is in the future", display(*cursor)))
             .collect();
-        // JSON escapes control characters itself.
         let doc = serde_json::json!({
             "checkpoint_path": path,
             "rejected_path": rejected_path,
@@ -57,7 +56,7 @@ pub fn show(
             "stale": stale,
             "future_cursors": future,
         });
-        serde_json::to_string_pretty(&doc).expect("serializes") + "\n"
+        terminal_safe_json(&serde_json::to_string_pretty(&doc).expect("serializes")) + "\n"
     } else {
         let mut text = String::new();
         if let (Some(stale), Some(age)) = (&stale, max_age) {
@@ -91,6 +90,25 @@ pub fn show(
         .write_all(text.as_bytes())
         .classify(ExitKind::Io, "writing to standard output")?;
     Ok(stale.is_none_or(|s| s.is_empty()))
+}
+
+/// JSON text with the characters a terminal may act on written as `\u`
+/// escapes. serde_json escapes C0 controls itself but writes C1 controls
+/// (U+0080 to U+009F, among them CSI) and the line separators as they are;
+/// the checkpoint can hold such server text (a key, or an error recorded by
+/// a release that did not escape it), and `status --json` is often read on
+/// a terminal. These characters can only be inside JSON strings, where the
+/// escape is the same value.
+fn terminal_safe_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if matches!(c, '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}') {
+            out += &format!("\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One reason per source whose last success is missing or older than

@@ -118,6 +118,24 @@ fn status_escapes_raw_text_left_in_an_old_checkpoint() {
     );
 }
 
+/// `status --json` is read on terminals too: serde_json escapes C0 itself,
+/// but C1 controls (CSI among them) and line separators only this does,
+/// into the same JSON value.
+#[test]
+fn status_json_escapes_c1_controls_into_the_same_value() {
+    let env = TestEnv::new();
+    env.run(&["poll"]).expect(0);
+    let mut checkpoint = env.checkpoint();
+    let text = "\u{9b}31mred\u{2028}\u{85}end";
+    checkpoint["last_run"]["error"] = text.into();
+    std::fs::write(env.checkpoint_path(), checkpoint.to_string()).unwrap();
+    let stdout = env.run(&["status", "--json"]).expect(0).stdout;
+    assert_no_control(&stdout, "status --json");
+    assert!(stdout.contains(r"\u009b31mred\u2028\u0085end"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["checkpoint"]["last_run"]["error"], text);
+}
+
 /// A redirect to another origin or to plain http on the token request or on
 /// a list: exit 76 naming status and Location, nothing written, the other
 /// origin never asked.
