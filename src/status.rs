@@ -7,7 +7,8 @@
 //! The human form speaks of what an operator can check: per source, the
 //! events written and the time range they cover, the last success (when and
 //! how long ago), and what the next poll will ask the API for (the end of
-//! what is written less `--overlap`, up to now). Internal details (dedupe
+//! what is written less `--overlap`, up to now) and look up for each new
+//! line (`--enrich`, a request per line). Internal details (dedupe
 //! keys, the output offset) are only in `--json`, whose shape is stable.
 //!
 //! With `--max-age` the verdict (`OK: ...` or `CRITICAL: ...`) is the first
@@ -232,6 +233,7 @@ fn for_people(
             "  next poll: not fetched (not in --sources)\n".to_string()
         };
     }
+    out += &lookups_line(settings);
     let rejected: u64 = checkpoint.sources.values().map(|s| s.rejected_total).sum();
     if rejected > 0 {
         let per_source: Vec<String> = checkpoint
@@ -254,6 +256,38 @@ fn for_people(
         );
     }
     out
+}
+
+/// What the next poll looks up for each new line (`--enrich`): a request
+/// per line, so it is said with what it costs.
+fn lookups_line(settings: &RunSettings) -> String {
+    if settings.enrich.is_empty() {
+        return "lookups: none (--enrich none): lines carry only what the lists give\n".into();
+    }
+    let each: Vec<String> = settings
+        .enrich
+        .iter()
+        .map(|&lookup| {
+            let polled = settings
+                .sources
+                .iter()
+                .any(|source| source.lookup == Some(lookup));
+            format!(
+                "{} (adds `{}`{})",
+                lookup.name(),
+                lookup.added_key(),
+                if polled {
+                    ""
+                } else {
+                    "; its source is not polled"
+                }
+            )
+        })
+        .collect();
+    format!(
+        "lookups: {}, one request per new line of its source\n",
+        each.join(", ")
+    )
 }
 
 /// A snapshot source's status: its last snapshot, and when the next is due.

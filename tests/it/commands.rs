@@ -60,6 +60,34 @@ fn status_shows_cursor_last_run_and_counts() {
         out.stdout
     );
     assert!(out.stdout.contains("4 events written"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "lookups: threat-devices (adds `devices`), one request per new line of its source"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = env.run(&["status", "--enrich", "none"]).expect(0);
+    assert!(
+        out.stdout.contains("lookups: none (--enrich none)"),
+        "{}",
+        out.stdout
+    );
+    let out = env
+        .run(&[
+            "status",
+            "--sources",
+            "detections",
+            "--enrich",
+            "threat-devices",
+        ])
+        .expect(0);
+    assert!(
+        out.stdout
+            .contains("threat-devices (adds `devices`; its source is not polled)"),
+        "{}",
+        out.stdout
+    );
     let json: serde_json::Value =
         serde_json::from_str(&env.run(&["status", "--json"]).expect(0).stdout).unwrap();
     assert_eq!(
