@@ -21,9 +21,12 @@
 //!
 //! No item stops a run. One that cannot be placed (not an object, no key or
 //! time, an unreadable time or one before 2000 or over a day after the run
-//! started, a duplicate key) is not written: it goes once to the dead-letter
-//! file `rejected.jsonl` in the state directory, with a warning, and the run
-//! goes on. Only placed items' times end a newest-first list early.
+//! started, a duplicate key) or that readers would refuse (a number beyond an
+//! f64, nesting deeper than 127) is not written: it goes once to the
+//! dead-letter file `rejected.jsonl` in the state directory, with a warning,
+//! and the run goes on. Lone surrogate escapes are written as `\ufffd`, with
+//! one warning per page. Only placed items' times end a newest-first list
+//! early.
 
 use crate::api::ApiClient;
 use crate::checkpoint::{self, Checkpoint, RunRecord, SnapshotState, SourceState};
@@ -131,8 +134,9 @@ struct SourceTally {
 struct Chosen<'a> {
     /// The item as it came.
     item: &'a str,
-    /// The item with its reserved keys renamed, when it had any.
-    renamed: Option<String>,
+    /// The item as written when that differs: its lone surrogate escapes
+    /// replaced, its reserved keys renamed.
+    rewritten: Option<String>,
     /// What a lookup names (the key field's text as sent).
     id: Cow<'a, str>,
     time: DateTime<Utc>,
@@ -712,13 +716,15 @@ impl Run {
         let started = self.started;
         // Items that cannot be placed, with why; kept aside after the page.
         let mut rejects: Vec<(String, &str)> = Vec::new();
-        // The lines to write: the item (renamed if it had reserved keys) and
+        // The lines to write: the item (rewritten if it had reserved keys or
+        // lone surrogates) and
         // what a lookup needs, with the key that enters `seen` once written.
         let mut chosen: Vec<Chosen<'_>> = Vec::new();
         // With a lookup, the keys chosen on this page, not yet in `seen`: an
         // item twice on one page is written once.
         let mut page_keys: HashSet<String> = HashSet::new();
         let mut replaced_utf8 = 0u64;
+        let mut replaced_surrogates = 0u64;
         for item in page.items() {
             let scanned = match place {
                 Place::Window { .. } => kind.scan(item, &mut self.key_names),
@@ -750,8 +756,9 @@ impl Run {
                 Entry::Occupied(_) => continue,
                 Entry::Vacant(slot) => slot,
             };
-            let renamed = if scan.reserved {
-                match rename_reserved(item) {
+            let had_lone_surrogates = scan.repaired.is_some();
+            let rewritten = if scan.reserved {
+                match rename_reserved(scan.repaired.as_deref().unwrap_or(item)) {
                     Ok(renamed) => Some(renamed),
                     Err(why) => {
                         rejects.push((why, item));
@@ -759,7 +766,7 @@ impl Run {
                     }
                 }
             } else {
-                None
+                scan.repaired
             };
             let key = if deferred {
                 let key = slot.into_key();
@@ -775,9 +782,12 @@ impl Run {
             if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
                 replaced_utf8 += 1;
             }
+            if had_lone_surrogates {
+                replaced_surrogates += 1;
+            }
             chosen.push(Chosen {
                 item,
-                renamed,
+                rewritten,
                 id: scan.id,
                 time,
                 key,
@@ -803,7 +813,7 @@ impl Run {
         lines.clear();
         let source = &mut self.sources[at];
         for (i, chosen) in chosen.into_iter().enumerate() {
-            let item = chosen.renamed.as_deref().unwrap_or(chosen.item);
+            let item = chosen.rewritten.as_deref().unwrap_or(chosen.item);
             match (&answers, &snapshot_time) {
                 (Some((lookup, answers)), _) => push_line_adding(
                     &mut lines,
@@ -832,6 +842,14 @@ impl Run {
             crate::warn!(
                 "{} page {number}: the answer held bytes that are not UTF-8; {replaced_utf8} \
                  item(s) were written with U+FFFD in their place",
+                kind.name
+            );
+        }
+        if replaced_surrogates > 0 {
+            crate::warn!(
+                "{} page {number}: {replaced_surrogates} item(s) held lone surrogate escapes \
+                 (\\ud800 to \\udfff alone), which readers refuse; they were written with \
+                 \\ufffd (U+FFFD) in their place",
                 kind.name
             );
         }

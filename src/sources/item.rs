@@ -5,11 +5,19 @@
 //! unreadable or implausible time, a duplicate top-level key) gets a reason
 //! instead; `run.rs` keeps it in the dead-letter file. The same reading finds
 //! our own lines again in the output (crash recovery).
+//!
+//! An item from the API is also read through whole, every nested value, by
+//! serde_json, the parser Vector's `parse_json` uses, the strictest reader of
+//! the SIEM recipes: valid JSON it refuses (a number beyond an f64, nesting
+//! deeper than 127) would be a line lost in the SIEM, so such an item is
+//! refused here, with a reason. A lone UTF-16 surrogate escape (`\ud800`),
+//! which it refuses too, costs its four hex digits only: the item is written
+//! with `\ufffd` in its place, like invalid UTF-8, unless it is in the key.
 
 use super::Source;
 use super::line::{RESERVED, quoted};
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -46,6 +54,9 @@ pub struct Scan<'a> {
     /// Borrowed from the item unless it has escapes: most runs look nothing
     /// up, and an allocation per item shows in the throughput.
     pub id: Cow<'a, str>,
+    /// The item with its lone surrogate escapes written as `\ufffd`, when it
+    /// had any: what is written instead of the item.
+    pub repaired: Option<String>,
 }
 
 impl Source {
@@ -61,8 +72,7 @@ impl Source {
     /// pass: also refuses an item with a duplicate top-level key and notes
     /// reserved ones. `names` is scratch space, reused between items.
     pub fn scan<'a>(&self, item: &'a str, names: &mut Vec<u64>) -> Result<Scan<'a>, String> {
-        names.clear();
-        self.read(item, Some(names), None)
+        self.read_from_api(item, names, None)
     }
 
     /// [`Source::scan`] for an item of a snapshot source from the API: it
@@ -73,8 +83,41 @@ impl Source {
         names: &mut Vec<u64>,
         time: DateTime<Utc>,
     ) -> Result<Scan<'a>, String> {
+        self.read_from_api(item, names, Some(time))
+    }
+
+    /// [`Source::read`] with every value checked, and a second reading of
+    /// the item with its lone surrogates replaced only when the first fails:
+    /// serde_json refuses them, and they are rare.
+    fn read_from_api<'a>(
+        &self,
+        item: &'a str,
+        names: &mut Vec<u64>,
+        given: Option<DateTime<Utc>>,
+    ) -> Result<Scan<'a>, String> {
         names.clear();
-        self.read(item, Some(names), Some(time))
+        let why = match self.read(item, Some(names), given) {
+            Ok(scan) => return Ok(scan),
+            Err(why) => why,
+        };
+        let Some(repaired) = without_lone_surrogates(item) else {
+            return Err(why);
+        };
+        let key_field = self.key.field;
+        if changed_value(item, &repaired, key_field) {
+            return Err(format!("{key_field} holds a lone surrogate escape"));
+        }
+        names.clear();
+        let Scan {
+            meta, reserved, id, ..
+        } = self.read(&repaired, Some(names), given)?;
+        let id = Cow::Owned(id.into_owned());
+        Ok(Scan {
+            meta,
+            reserved,
+            id,
+            repaired: Some(repaired),
+        })
     }
 
     /// With `given`, the item's time is that one, not read from the item.
@@ -96,7 +139,7 @@ impl Source {
                 time_field: given.is_none().then_some(time_field),
                 names,
             })
-            .map_err(unreadable)?;
+            .map_err(refused)?;
         if found.duplicate_hash
             && let Some(name) = duplicate_name(item)
         {
@@ -127,6 +170,7 @@ impl Source {
             meta: ItemMeta { key, time },
             reserved: found.reserved,
             id,
+            repaired: None,
         })
     }
 
@@ -235,8 +279,10 @@ struct Found<'a> {
     duplicate_hash: bool,
 }
 
-/// One pass over the top level of an item: the two fields it needs, the
-/// other values skipped unread, and (with `names`) a signature of every key name.
+/// One pass over the top level of an item: the two fields it needs, and
+/// (with `names`, an item from the API) a signature of every key name and the
+/// other values read through and [`Checked`]; without, those are skipped
+/// unread (our own lines, read back).
 struct ItemVisitor<'s> {
     key_field: &'static str,
     /// `None`: the time is not the item's (a snapshot's items).
@@ -262,7 +308,11 @@ impl<'de> Visitor<'de> for ItemVisitor<'_> {
                 found.time = Some(map.next_value()?);
             } else {
                 found.reserved |= RESERVED.iter().any(|(reserved, _)| name == *reserved);
-                map.next_value::<IgnoredAny>()?;
+                if names.is_some() {
+                    map.next_value::<Checked>()?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
             if let Some(names) = names.as_deref_mut() {
                 names.push(name_signature(name.as_bytes()));
@@ -274,6 +324,115 @@ impl<'de> Visitor<'de> for ItemVisitor<'_> {
         }
         Ok(found)
     }
+}
+
+/// A value read through whole and dropped: serde_json, reading it, refuses
+/// what strict readers refuse (a number beyond an f64, nesting deeper than
+/// 127, a lone surrogate escape), which skipping it ([`IgnoredAny`]) lets
+/// through. The strings it reads are borrowed unless they have escapes, so
+/// this costs little more than skipping.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// `item` (valid JSON) with each `\u` escape of a lone UTF-16 surrogate
+/// written as `\ufffd`, the same length; `None` when it has none.
+fn without_lone_surrogates(item: &str) -> Option<String> {
+    let unit = |text: &str, at: usize| {
+        let escape = text.get(at..at + 6)?.strip_prefix("\\u")?;
+        u16::from_str_radix(escape, 16).ok()
+    };
+    let mut repaired: Option<String> = None;
+    let mut at = 0;
+    while let Some(found) = item.get(at..).and_then(|rest| rest.find('\\')) {
+        at += found;
+        at += match unit(item, at) {
+            Some(0xD800..=0xDBFF) if matches!(unit(item, at + 6), Some(0xDC00..=0xDFFF)) => 12,
+            Some(0xD800..=0xDFFF) => {
+                repaired
+                    .get_or_insert_with(|| item.to_string())
+                    .replace_range(at..at + 6, "\\ufffd");
+                6
+            }
+            Some(_) => 6,
+            // Any other escape is two bytes (`\\`, `\"`, `\n`...).
+            None => 2,
+        };
+    }
+    repaired
+}
+
+/// Whether a top-level field's value differs between `item` and `repaired`
+/// (the same text but for [`without_lone_surrogates`], which keeps offsets).
+fn changed_value(item: &str, repaired: &str, field: &str) -> bool {
+    let Ok(Entries(entries)) = serde_json::from_str(repaired) else {
+        return false;
+    };
+    entries
+        .iter()
+        .filter(|(name, _)| name == field)
+        .any(|(_, value)| {
+            let start = value.get().as_ptr() as usize - repaired.as_ptr() as usize;
+            item.get(start..start + value.get().len()) != Some(value.get())
+        })
+}
+
+/// Why an item from the API was refused: serde_json's words for valid JSON
+/// that it and so Vector refuses are put plainly, the rest as [`unreadable`].
+fn refused(err: serde_json::Error) -> String {
+    let text = err.to_string();
+    let plain = [
+        ("number out of range", "a number beyond the range of an f64"),
+        (
+            "recursion limit exceeded",
+            "nested deeper than 127 arrays and objects",
+        ),
+    ];
+    plain
+        .iter()
+        .find_map(|(said, meant)| {
+            let at = text.strip_prefix(said)?;
+            Some(format!("{meant}{at}; readers such as Vector refuse it"))
+        })
+        .unwrap_or_else(|| unreadable(err))
 }
 
 /// A cheap signature of a key name: its length and its first and last eight
@@ -417,6 +576,77 @@ mod tests {
         );
         let nested = r#"{"sha256":"ab","x":{"a":1,"a":2},"last_found":"2024-05-14T09:00:00"}"#;
         assert!(!THREATS.scan(nested, &mut names).unwrap().reserved);
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_become_u_fffd_but_pairs_and_escaped_backslashes_stay() {
+        let item = r#"{"sha256":"ab","last_found":"2024-05-14T09:00:00","n\ud800":"a\uDC00b","x":[{"y":"\ud83d\ude00 \\ud800 \ud800\ud800"}]}"#;
+        let scan = THREATS.scan(item, &mut Vec::new()).unwrap();
+        assert_eq!(scan.meta.key, "ab@1715677200000000");
+        let repaired = scan.repaired.unwrap();
+        assert_eq!(
+            repaired,
+            r#"{"sha256":"ab","last_found":"2024-05-14T09:00:00","n\ufffd":"a\ufffdb","x":[{"y":"\ud83d\ude00 \\ud800 \ufffd\ufffd"}]}"#
+        );
+        let value: serde_json::Value = serde_json::from_str(&repaired).unwrap();
+        assert_eq!(value["x"][0]["y"], "\u{1F600} \\ud800 \u{FFFD}\u{FFFD}");
+        let clean = r#"{"sha256":"ab","last_found":"2024-05-14T09:00:00","y":"\ud83d\ude00"}"#;
+        assert!(
+            THREATS
+                .scan(clean, &mut Vec::new())
+                .unwrap()
+                .repaired
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_lone_surrogate_in_the_key_makes_the_item_unplaceable() {
+        let item = r#"{"sha256":"a\ud800","last_found":"2024-05-14T09:00:00","x":"\udc00"}"#;
+        assert_eq!(
+            THREATS.scan(item, &mut Vec::new()).unwrap_err(),
+            "sha256 holds a lone surrogate escape"
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_an_f64_and_nesting_deeper_than_127_are_refused() {
+        let item = |value: &str| {
+            format!(r#"{{"sha256":"ab","last_found":"2024-05-14T09:00:00","x":{value}}}"#)
+        };
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let reason = |value: &str| THREATS.scan(&item(value), &mut Vec::new()).err();
+        for huge in [
+            "1e999",
+            "[-1e400]",
+            &"9".repeat(400),
+            r#"{"a":{"b":1E+309}}"#,
+        ] {
+            let why = reason(huge).unwrap_or_else(|| panic!("{huge} accepted"));
+            assert!(
+                why.starts_with("a number beyond the range of an f64 at line 1 column "),
+                "{why}"
+            );
+            assert!(serde_json::from_str::<serde_json::Value>(&item(huge)).is_err());
+        }
+        // The item's own object is one level: 127 arrays in it make 128.
+        let why = reason(&nested(127)).unwrap();
+        assert!(
+            why.starts_with("nested deeper than 127 arrays and objects at line 1 column "),
+            "{why}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&item(&nested(127))).is_err());
+        for fine in [
+            "1e-999",
+            "1.7976931348623157e308",
+            &nested(126),
+            "\"1e999\"",
+        ] {
+            assert_eq!(reason(fine), None, "{fine}");
+            serde_json::from_str::<serde_json::Value>(&item(fine)).unwrap();
+        }
+        // Our own lines read back (crash recovery) are not checked again.
+        assert!(THREATS.meta(&item("1e999")).is_ok());
     }
 
     #[test]

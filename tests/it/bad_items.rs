@@ -396,3 +396,120 @@ fn rejected_jsonl_is_synced_before_the_checkpoint_is_replaced() {
         .unwrap_or_else(|| panic!("no checkpoint replaced after rejected.jsonl:\n{trace}"));
     assert!(synced < replaced, "{trace}");
 }
+
+/// One line of `rejected.jsonl` as text (an item with a number beyond an
+/// f64 or deep nesting does not parse with serde_json): its reason, and the
+/// item's bytes as kept.
+fn rejected_reason_and_item(line: &str) -> (String, &str) {
+    let (head, item) = line.split_once(",\"item\":").unwrap();
+    let head: Value = serde_json::from_str(&format!("{head}}}")).unwrap();
+    let item = item.strip_suffix('}').unwrap();
+    (head["reason"].as_str().unwrap().to_string(), item)
+}
+
+#[test]
+fn items_readers_would_refuse_are_repaired_or_rejected_never_written_as_they_came() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 4, 3));
+    let at = threat_time(minutes_ago(2));
+    let item =
+        |sha: &str, rest: &str| format!(r#"{{"sha256":"{sha}","last_found":"{at}",{rest}}}"#);
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    // Written, with U+FFFD for each lone surrogate; a pair is kept.
+    let surrogates = item(
+        "S1",
+        r#""name":"a\ud800b.exe","n\uDC00":{"deep":["\ud83d\ude00","\udbff"]}"#,
+    );
+    // Written as they came: readers accept them.
+    let fine = [
+        item("F1", r#""tiny":1e-999"#),
+        item("F2", &format!(r#""x":{}"#, nested(126))),
+    ];
+    // (item, what its reason says)
+    let refused = [
+        (
+            item("N1", r#""score":1e999"#),
+            "a number beyond the range of an f64",
+        ),
+        (
+            item("N2", r#""x":{"y":[-1e400]}"#),
+            "a number beyond the range of an f64",
+        ),
+        (
+            item("D1", &format!(r#""x":{}"#, nested(127))),
+            "nested deeper than 127 arrays and objects",
+        ),
+        (
+            item(r"K1\ud800", r#""name":"k""#),
+            "sha256 holds a lone surrogate escape",
+        ),
+    ];
+    env.fake.add_raw_threat("S1", &at, surrogates.as_bytes());
+    for (sha, raw) in ["F1", "F2"].iter().zip(&fine) {
+        env.fake.add_raw_threat(sha, &at, raw.as_bytes());
+    }
+    for (sha, (raw, _)) in ["N1", "N2", "D1", "K1"].iter().zip(&refused) {
+        env.fake.add_raw_threat(sha, &at, raw.as_bytes());
+    }
+
+    let first = env.run(&["poll", "--sources", "threats"]).expect(0);
+    // Every line parses with serde_json (Vector's parse_json).
+    let lines = env.lines();
+    assert_eq!(count_type(&lines, "threat"), 7, "{}", first.stderr);
+    let text = std::fs::read_to_string(env.output()).unwrap();
+    let line = text.lines().find(|l| l.contains(r#""S1""#)).unwrap();
+    assert!(
+        line.contains(r#""name":"a\ufffdb.exe","n\ufffd":{"deep":["\ud83d\ude00","\ufffd"]}"#),
+        "{line}"
+    );
+    let value = lines.iter().find(|l| l["sha256"] == "S1").unwrap();
+    assert_eq!(value["name"], "a\u{FFFD}b.exe");
+    assert_eq!(value["n\u{FFFD}"]["deep"][0], "\u{1F600}");
+    for raw in &fine {
+        let own = &raw[1..raw.len() - 1];
+        assert!(
+            text.lines().any(|l| l.contains(own)),
+            "{raw} not written as it came"
+        );
+    }
+    let repaired: Vec<&str> = first
+        .stderr
+        .lines()
+        .filter(|l| l.contains("lone surrogate escapes"))
+        .collect();
+    assert_eq!(repaired.len(), 1, "{}", first.stderr);
+    assert!(
+        repaired[0].contains("threats page 1: 1 item(s)") && repaired[0].contains("U+FFFD"),
+        "{}",
+        repaired[0]
+    );
+
+    let warnings = reject_warnings(&first.stderr);
+    assert_eq!(warnings.len(), refused.len(), "{}", first.stderr);
+    let kept = std::fs::read_to_string(rejected_path(&env)).unwrap();
+    assert_eq!(kept.lines().count(), refused.len(), "{kept}");
+    for (raw, reason) in &refused {
+        let (said, _) = kept
+            .lines()
+            .map(rejected_reason_and_item)
+            .find(|(_, item)| item == raw)
+            .unwrap_or_else(|| panic!("{raw} not kept as it came in {kept}"));
+        assert!(said.starts_with(reason), "{said:?} should say {reason:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains(&format!("({said})"))),
+            "{}",
+            first.stderr
+        );
+    }
+
+    // The next poll's overlap shows them all again: nothing written twice,
+    // nothing kept or reported again.
+    let second = env.run(&["poll", "--sources", "threats"]).expect(0);
+    assert_eq!(std::fs::read_to_string(env.output()).unwrap(), text);
+    assert_eq!(std::fs::read_to_string(rejected_path(&env)).unwrap(), kept);
+    assert!(
+        reject_warnings(&second.stderr).is_empty() && !second.stderr.contains("surrogate"),
+        "{}",
+        second.stderr
+    );
+}
