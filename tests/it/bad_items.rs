@@ -420,6 +420,8 @@ fn items_readers_would_refuse_are_repaired_or_rejected_never_written_as_they_cam
         "S1",
         r#""name":"a\ud800b.exe","n\uDC00":{"deep":["\ud83d\ude00","\udbff"]}"#,
     );
+    // Renamed as its own `event_type`, and repaired.
+    let reserved = item("S2", r#""event_type":"\udfff""#);
     // Written as they came: readers accept them.
     let fine = [
         item("F1", r#""tiny":1e-999"#),
@@ -445,6 +447,7 @@ fn items_readers_would_refuse_are_repaired_or_rejected_never_written_as_they_cam
         ),
     ];
     env.fake.add_raw_threat("S1", &at, surrogates.as_bytes());
+    env.fake.add_raw_threat("S2", &at, reserved.as_bytes());
     for (sha, raw) in ["F1", "F2"].iter().zip(&fine) {
         env.fake.add_raw_threat(sha, &at, raw.as_bytes());
     }
@@ -455,7 +458,7 @@ fn items_readers_would_refuse_are_repaired_or_rejected_never_written_as_they_cam
     let first = env.run(&["poll", "--sources", "threats"]).expect(0);
     // Every line parses with serde_json (Vector's parse_json).
     let lines = env.lines();
-    assert_eq!(count_type(&lines, "threat"), 7, "{}", first.stderr);
+    assert_eq!(count_type(&lines, "threat"), 8, "{}", first.stderr);
     let text = std::fs::read_to_string(env.output()).unwrap();
     let line = text.lines().find(|l| l.contains(r#""S1""#)).unwrap();
     assert!(
@@ -465,6 +468,8 @@ fn items_readers_would_refuse_are_repaired_or_rejected_never_written_as_they_cam
     let value = lines.iter().find(|l| l["sha256"] == "S1").unwrap();
     assert_eq!(value["name"], "a\u{FFFD}b.exe");
     assert_eq!(value["n\u{FFFD}"]["deep"][0], "\u{1F600}");
+    let value = lines.iter().find(|l| l["sha256"] == "S2").unwrap();
+    assert_eq!(value["api_event_type"], "\u{FFFD}");
     for raw in &fine {
         let own = &raw[1..raw.len() - 1];
         assert!(
@@ -479,7 +484,7 @@ fn items_readers_would_refuse_are_repaired_or_rejected_never_written_as_they_cam
         .collect();
     assert_eq!(repaired.len(), 1, "{}", first.stderr);
     assert!(
-        repaired[0].contains("threats page 1: 1 item(s)") && repaired[0].contains("U+FFFD"),
+        repaired[0].contains("threats page 1: 2 item(s)") && repaired[0].contains("U+FFFD"),
         "{}",
         repaired[0]
     );
