@@ -14,7 +14,9 @@
 //! whitespace). No line has a duplicate top-level key: an item that has one
 //! is rejected (the real API never sends such items). Raw U+2028, U+2029 and
 //! U+0085 are written as `\u` escapes, the same JSON value, so that a line is
-//! one line also for readers that split on them.
+//! one line also for readers that split on them. A lone surrogate escape
+//! (`\ud800`), which strict readers refuse, is written as `\ufffd`; an item
+//! they would refuse otherwise is not written at all (`item.rs`).
 
 use super::SourceKind;
 use super::item::{Entries, unreadable};
