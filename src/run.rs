@@ -717,8 +717,8 @@ impl Run {
         // Items that cannot be placed, with why; kept aside after the page.
         let mut rejects: Vec<(String, &str)> = Vec::new();
         // The lines to write: the item (rewritten if it had reserved keys or
-        // lone surrogates) and
-        // what a lookup needs, with the key that enters `seen` once written.
+        // lone surrogates) and what a lookup needs, with the key that enters
+        // `seen` once written.
         let mut chosen: Vec<Chosen<'_>> = Vec::new();
         // With a lookup, the keys chosen on this page, not yet in `seen`: an
         // item twice on one page is written once.
