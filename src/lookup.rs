@@ -14,12 +14,17 @@
 //! object's own strings, numbers and key order), compact: the whitespace
 //! between tokens of a pretty-printed answer is dropped (`push_compact`).
 //! A 404 means the object is gone since the list was read: the line gets
-//! `[]` (devices) or `null` (details), with one warning.
+//! `[]` (devices) or `null` (details), with one warning. An answer is checked
+//! like an item (`readable_inside`), where it will sit in the line: a lone
+//! surrogate escape is written as `\ufffd`; a device item or details that
+//! strict readers refuse (a number beyond an f64, nesting too deep) would
+//! make the whole line unreadable in the SIEM, so that device is left out,
+//! or the details are `null`, with a warning.
 
 use crate::api::{ApiClient, ListRequest, path_segment};
 use crate::control::RunControl;
 use crate::pager::Slots;
-use crate::sources::{Lookup, SourceKind, push_compact};
+use crate::sources::{Lookup, SourceKind, push_compact, readable_inside};
 use crate::timefmt::parse_api_time;
 use crate::untrusted::shown;
 use anyhow::Result;
@@ -184,6 +189,28 @@ impl Lookups {
                 });
             };
             for item in page.items().filter(|item| found_at(item, ask.time)) {
+                // In the line, a device item is inside its object and `devices`.
+                let item = match readable_inside(item, 2) {
+                    Ok(None) => Cow::Borrowed(item),
+                    Ok(Some(repaired)) => {
+                        crate::warn!(
+                            "{}: a device of threat {} held lone surrogate escapes (\\ud800 to \\udfff \
+                             alone), which readers refuse; it was written with \\ufffd (U+FFFD) in \
+                             their place",
+                            source.name,
+                            shown(ask.id)
+                        );
+                        Cow::Owned(repaired)
+                    }
+                    Err(why) => {
+                        crate::warn!(
+                            "{}: a device of threat {} is left out of its \"devices\": {why}",
+                            source.name,
+                            shown(ask.id)
+                        );
+                        continue;
+                    }
+                };
                 if value.len() > 1 {
                     value.push(b',');
                 }
@@ -217,9 +244,33 @@ impl Lookups {
                         shown(ask.id)
                     );
                 }
-                let mut value = Vec::with_capacity(object.json().len());
-                push_compact(&mut value, object.json().as_bytes());
-                value
+                // In the line, the details are inside its object.
+                match readable_inside(object.json(), 1) {
+                    Ok(repaired) => {
+                        if repaired.is_some() {
+                            crate::warn!(
+                                "{}: the details of detection {} held lone surrogate escapes \
+                                 (\\ud800 to \\udfff alone), which readers refuse; they were \
+                                 written with \\ufffd (U+FFFD) in their place",
+                                source.name,
+                                shown(ask.id)
+                            );
+                        }
+                        let json = repaired.as_deref().unwrap_or(object.json());
+                        let mut value = Vec::with_capacity(json.len());
+                        push_compact(&mut value, json.as_bytes());
+                        value
+                    }
+                    Err(why) => {
+                        crate::warn!(
+                            "{}: the details of detection {} cannot be written ({why}); its line \
+                             is written with \"details\":null",
+                            source.name,
+                            shown(ask.id)
+                        );
+                        b"null".to_vec()
+                    }
+                }
             }
             None => {
                 crate::warn!(

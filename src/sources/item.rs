@@ -373,6 +373,27 @@ impl<'de> Visitor<'de> for Checked {
     }
 }
 
+/// What a lookup's answer (`json`, valid JSON) becomes inside a line, where
+/// it sits `depth` arrays and objects deep (a device item: the line and its
+/// `devices` array, 2): `Ok(None)` as it came, `Ok(Some(_))` with its lone
+/// surrogate escapes as `\ufffd`, or why strict readers refuse it (a number
+/// beyond an f64, nesting too deep there) and it cannot be written. The
+/// same checks as an item's, counted from the line's own object.
+pub fn readable_inside(json: &str, depth: usize) -> Result<Option<String>, String> {
+    let check = |json: &str| {
+        let wrapped = format!("{}{json}{}", "[".repeat(depth), "]".repeat(depth));
+        serde_json::from_str::<Checked>(&wrapped).map(|_| ())
+    };
+    let Err(err) = check(json) else {
+        return Ok(None);
+    };
+    match without_lone_surrogates(json) {
+        Some(repaired) if check(&repaired).is_ok() => Ok(Some(repaired)),
+        Some(repaired) => Err(refused(check(&repaired).unwrap_err())),
+        None => Err(refused(err)),
+    }
+}
+
 /// `item` (valid JSON) with each `\u` escape of a lone UTF-16 surrogate
 /// written as `\ufffd`, the same length; `None` when it has none.
 fn without_lone_surrogates(item: &str) -> Option<String> {

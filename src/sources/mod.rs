@@ -17,6 +17,7 @@ mod line;
 mod memory_protection;
 mod threats;
 
+pub use item::readable_inside;
 pub use line::{
     line_prefix, push_compact, push_line, push_line_adding, push_one_line, rename_reserved,
 };

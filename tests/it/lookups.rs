@@ -508,3 +508,98 @@ fn lookup_cost_at_the_default_max_rps() {
         }
     }
 }
+
+/// A lookup's answer is checked like an item, counted from the line's own
+/// object: a device item or details that strict readers (Vector's
+/// parse_json) would refuse never make the line unreadable. A lone
+/// surrogate becomes `\ufffd`; a number beyond an f64 or nesting too deep
+/// inside the line leaves that device out, or the details `null`; one
+/// warning each, exit 0.
+#[test]
+fn a_lookup_answer_readers_would_refuse_is_repaired_or_left_out() {
+    let env = TestEnv::new();
+    let last_found = threat_time(minutes_ago(3));
+    let threat_item = threat(3, &last_found);
+    let sha = threat_item["sha256"].as_str().unwrap().to_owned();
+    env.fake.add_threats(vec![threat_item]);
+    let detection_items = [
+        detection(4, &detection_time(minutes_ago(3))),
+        detection(5, &detection_time(minutes_ago(2))),
+    ];
+    let ids: Vec<String> = detection_items
+        .iter()
+        .map(|d| d["Id"].as_str().unwrap().to_owned())
+        .collect();
+    env.fake.add_detections(detection_items.to_vec());
+    // A device of 125 levels of its own (its object and 124 arrays) fits in
+    // the line's 127 (the line and `devices` above it); 126 do not.
+    let arrays = |count: usize| format!("{}1{}", "[".repeat(count), "]".repeat(count));
+    let device = |id: &str, extra: &str| {
+        format!(r#"{{"id":"{id}","date_found":"{last_found}","name":"WS-1"{extra}}}"#)
+    };
+    let devices = format!(
+        r#"{{"page_number": 1, "page_size": 200, "total_pages": 1, "total_number_of_items": 5,
+            "page_items": [{}, {}, {}, {}, {}]}}"#,
+        device("good", ""),
+        device("surrogate", r#","user":"a\ud800b""#),
+        device("huge", r#","score":1e999"#),
+        device("deep-fits", &format!(r#","n":{}"#, arrays(124))),
+        device("deep", &format!(r#","n":{}"#, arrays(125))),
+    );
+    env.fake
+        .push_fault(&format!("/threats/v2/{sha}/devices"), status(200, &devices));
+    env.fake.push_fault(
+        &format!("/detections/v2/{}/details", ids[0]),
+        status(
+            200,
+            r#"{"Id": "x", "Note": "\udc00 alone", "Pair": "\ud83d\ude00"}"#,
+        ),
+    );
+    env.fake.push_fault(
+        &format!("/detections/v2/{}/details", ids[1]),
+        status(200, r#"{"Id": "y", "Score": -1e400}"#),
+    );
+    let out = env
+        .run(&["poll", "--enrich", "threat-devices,detection-details"])
+        .expect(0);
+    let lines = raw_lines(&env);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    let threat_line = threat_line(&lines, &sha, &last_found);
+    let ids_written: Vec<Value> = last_value(threat_line, "devices")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].clone())
+        .collect();
+    assert_eq!(
+        ids_written,
+        [json!("good"), json!("surrogate"), json!("deep-fits")]
+    );
+    assert!(
+        threat_line.contains(r#""user":"a\ufffdb""#),
+        "{threat_line}"
+    );
+    let detail = |id: &str| {
+        let line = lines.iter().find(|l| l.contains(id)).unwrap();
+        last_value(line, "details")
+    };
+    assert_eq!(
+        detail(&ids[0]),
+        json!({"Id": "x", "Note": "\u{fffd} alone", "Pair": "\u{1f600}"})
+    );
+    assert_eq!(detail(&ids[1]), Value::Null);
+    let warned = |what: &str| out.stderr.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(warned("left out of its \"devices\""), 2, "{}", out.stderr);
+    assert_eq!(
+        warned("a number beyond the range of an f64"),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(warned("nested deeper than 127"), 1, "{}", out.stderr);
+    assert_eq!(warned("lone surrogate escapes"), 2, "{}", out.stderr);
+    assert_eq!(warned("\"details\":null"), 1, "{}", out.stderr);
+}
