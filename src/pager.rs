@@ -440,9 +440,10 @@ mod tests {
             4,
         );
         let mut pages = Vec::new();
+        // Stops a server that would keep the read going for ever.
         let read = pager.read(&threats(), |at| {
             pages.push(at.number);
-            Ok(Flow::Next)
+            Ok(if at.number < 10 { Flow::Next } else { Flow::Stop })
         });
         (read.map(|()| pages), server.seen())
     }
