@@ -443,7 +443,11 @@ mod tests {
         // Stops a server that would keep the read going for ever.
         let read = pager.read(&threats(), |at| {
             pages.push(at.number);
-            Ok(if at.number < 10 { Flow::Next } else { Flow::Stop })
+            Ok(if at.number < 10 {
+                Flow::Next
+            } else {
+                Flow::Stop
+            })
         });
         (read.map(|()| pages), server.seen())
     }
@@ -479,6 +483,15 @@ mod tests {
         let (read, _) = read_all(|url| {
             if url.contains("page=1&") {
                 r#"{"page_number":1,"total_pages":2,"page_items":[{"id":"a"}]}"#
+            } else {
+                r#"{"page_number":2,"total_pages":2,"page_items":[{"id":"a"}]}"#
+            }
+        });
+        assert_eq!(read.unwrap(), [1, 2]);
+        // Only a page without a number is compared: page 2 says it is page 2.
+        let (read, _) = read_all(|url| {
+            if url.contains("page=1&") {
+                r#"{"total_pages":2,"page_items":[{"id":"a"}]}"#
             } else {
                 r#"{"page_number":2,"total_pages":2,"page_items":[{"id":"a"}]}"#
             }
