@@ -243,7 +243,7 @@ impl Pager {
             in_flight: 0,
             previous: None,
         };
-        window.keep(first);
+        keep(&self.client, &mut window.previous, first);
         let list = Arc::new(List {
             source: list.source,
             query: list.query.clone(),
@@ -294,7 +294,7 @@ impl Pager {
                 let at = page_at(next_process, &page);
                 let (more, total_pages) = (at.more, at.total_pages);
                 let flow = each(at)?;
-                window.keep(page);
+                keep(&self.client, &mut window.previous, page);
                 next_process += 1;
                 if !more || flow == Flow::Stop {
                     return Ok(());
@@ -327,23 +327,6 @@ struct Window<'a> {
     previous: Option<Page>,
 }
 
-impl Window<'_> {
-    /// Keeps `page`, handed over, for the next one to be compared with, and
-    /// gives back the one kept before. Only a page without a number is ever
-    /// compared, so a page that says its number (every page of the real API)
-    /// is given back at once: no page is held longer than it was before.
-    fn keep(&mut self, page: Page) {
-        if let Some(previous) = self.previous.take() {
-            self.client.recycle(previous);
-        }
-        if page.page_number.is_none() {
-            self.previous = Some(page);
-        } else {
-            self.client.recycle(page);
-        }
-    }
-}
-
 impl Drop for Window<'_> {
     fn drop(&mut self) {
         self.unwanted.store(true, Ordering::Release);
@@ -369,11 +352,26 @@ impl Drop for Window<'_> {
 /// number is not compared: when new events push a whole page's worth of
 /// items down the list between two requests, the next page really does
 /// repeat the one before.)
-fn repeats(previous: &Page, page: &Page) -> bool {
+pub(crate) fn repeats(previous: &Page, page: &Page) -> bool {
     page.page_number.is_none()
         && !page.is_empty()
         && page.len() == previous.len()
         && page.items().eq(previous.items())
+}
+
+/// Keeps `page`, handed over, in `kept` for the next page to be compared
+/// with, and gives the page kept before back to `client`. Only a page without
+/// a number is ever compared, so one that says its number (every page of the
+/// real API) is given back at once: no page is held longer than before.
+pub(crate) fn keep(client: &ApiClient, kept: &mut Option<Page>, page: Page) {
+    if let Some(previous) = kept.take() {
+        client.recycle(previous);
+    }
+    if page.page_number.is_none() {
+        *kept = Some(page);
+    } else {
+        client.recycle(page);
+    }
 }
 
 fn page_at(number: u32, page: &Page) -> PageAt<'_> {
