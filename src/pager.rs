@@ -20,7 +20,7 @@
 //! holds one of the run's [`Slots`], which the lookups of new lines share:
 //! `--concurrency` bounds list pages and lookups in flight together.
 
-use crate::api::{ApiClient, Page};
+use crate::api::{ApiClient, Page, page_ignored};
 use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
 use crate::sources::SourceKind;
@@ -287,8 +287,7 @@ impl Pager {
                     && repeats(previous, &page)
                 {
                     let path = list.source.list_request(&list.query).path;
-                    let message =
-                        crate::api::page_ignored(path, next_process, u64::from(next_process - 1));
+                    let message = page_ignored(path, next_process, u64::from(next_process - 1));
                     return Err(fail(ExitKind::Protocol, message));
                 }
                 let at = page_at(next_process, &page);
@@ -322,8 +321,8 @@ struct Window<'a> {
     unwanted: Arc<AtomicBool>,
     replies: mpsc::Receiver<(u32, Fetched)>,
     in_flight: usize,
-    /// The page handed over last, for the next one to be compared with
-    /// (see [`repeats`]).
+    /// The page handed over last when it did not say its number, for the
+    /// next one to be compared with (see [`keep`]).
     previous: Option<Page>,
 }
 
