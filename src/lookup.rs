@@ -21,9 +21,10 @@
 //! make the whole line unreadable in the SIEM, so that device is left out,
 //! or the details are `null`, with a warning.
 
-use crate::api::{ApiClient, ListRequest, path_segment};
+use crate::api::{ApiClient, ListRequest, Page, page_ignored, path_segment};
 use crate::control::RunControl;
-use crate::pager::Slots;
+use crate::error::{ExitKind, fail};
+use crate::pager::{Slots, keep, repeats};
 use crate::sources::{Lookup, SourceKind, push_compact, readable_inside};
 use crate::timefmt::parse_api_time;
 use crate::untrusted::shown;
@@ -171,6 +172,8 @@ impl Lookups {
         };
         let mut value = b"[".to_vec();
         let mut requests = 0;
+        // The page before, when it did not say its number (see `pager::repeats`).
+        let mut previous: Option<Page> = None;
         for number in 1u32.. {
             if number > 1 {
                 self.control.check()?;
@@ -188,6 +191,12 @@ impl Lookups {
                     requests,
                 });
             };
+            if let Some(previous) = &previous
+                && repeats(previous, &page)
+            {
+                let message = page_ignored(&path, number, u64::from(number - 1));
+                return Err(fail(ExitKind::Protocol, message));
+            }
             for item in page.items().filter(|item| found_at(item, ask.time)) {
                 // In the line, a device item is inside its object and `devices`.
                 let item = match readable_inside(item, 2) {
@@ -220,10 +229,13 @@ impl Lookups {
                 && page
                     .total_pages
                     .is_none_or(|total| u64::from(number) < total);
-            self.client.recycle(page);
+            keep(&self.client, &mut previous, page);
             if !more {
                 break;
             }
+        }
+        if let Some(previous) = previous {
+            self.client.recycle(previous);
         }
         value.push(b']');
         Ok(Found { value, requests })

@@ -10,12 +10,19 @@
 //! Pages fetched past the point where the caller stopped are dropped unread.
 //! Each page's buffer goes back to the client for the next answer.
 //!
+//! A server (or a proxy) that ignores `page` answers page 1 every time; paging
+//! on would re-read it until `--max-runtime` and never reach the rest. The
+//! client refuses a page whose `page_number` is not the one asked for; a page
+//! without one is compared here, in order, with the page before it, and a
+//! repeat ends the reading with the same protocol error (76).
+//!
 //! This is the one place that asks the API for a list page. Each request
 //! holds one of the run's [`Slots`], which the lookups of new lines share:
 //! `--concurrency` bounds list pages and lookups in flight together.
 
-use crate::api::{ApiClient, Page};
+use crate::api::{ApiClient, Page, page_ignored};
 use crate::control::RunControl;
+use crate::error::{ExitKind, fail};
 use crate::sources::SourceKind;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -166,9 +173,10 @@ impl Pager {
         let at = page_at(1, &first);
         let (more, total_pages) = (at.more, at.total_pages);
         let flow = each(at)?;
-        self.client.recycle(first);
         if more && flow == Flow::Next {
-            self.read_rest(list, total_pages, each)?;
+            self.read_rest(list, total_pages, first, each)?;
+        } else {
+            self.client.recycle(first);
         }
         Ok(())
     }
@@ -218,11 +226,12 @@ impl Pager {
         sender
     }
 
-    /// Pages 2 and on.
+    /// Pages 2 and on; `first` is page 1, for page 2 to be compared with.
     fn read_rest(
         &self,
         list: &List,
         total_pages: u64,
+        first: Page,
         mut each: impl FnMut(PageAt<'_>) -> Result<Flow>,
     ) -> Result<()> {
         let jobs = self.job_queue();
@@ -232,7 +241,9 @@ impl Pager {
             unwanted: Arc::new(AtomicBool::new(false)),
             replies,
             in_flight: 0,
+            previous: None,
         };
+        keep(&self.client, &mut window.previous, first);
         let list = Arc::new(List {
             source: list.source,
             query: list.query.clone(),
@@ -272,10 +283,17 @@ impl Pager {
             while let Some(fetched) = arrived.remove(&next_process) {
                 self.control.check()?;
                 let page = fetched?;
+                if let Some(previous) = &window.previous
+                    && repeats(previous, &page)
+                {
+                    let path = list.source.list_request(&list.query).path;
+                    let message = page_ignored(path, next_process, u64::from(next_process - 1));
+                    return Err(fail(ExitKind::Protocol, message));
+                }
                 let at = page_at(next_process, &page);
                 let (more, total_pages) = (at.more, at.total_pages);
                 let flow = each(at)?;
-                self.client.recycle(page);
+                keep(&self.client, &mut window.previous, page);
                 next_process += 1;
                 if !more || flow == Flow::Stop {
                     return Ok(());
@@ -303,6 +321,9 @@ struct Window<'a> {
     unwanted: Arc<AtomicBool>,
     replies: mpsc::Receiver<(u32, Fetched)>,
     in_flight: usize,
+    /// The page handed over last when it did not say its number, for the
+    /// next one to be compared with (see [`keep`]).
+    previous: Option<Page>,
 }
 
 impl Drop for Window<'_> {
@@ -317,6 +338,38 @@ impl Drop for Window<'_> {
                 self.client.recycle(page);
             }
         }
+        if let Some(previous) = self.previous.take() {
+            self.client.recycle(previous);
+        }
+    }
+}
+
+/// Whether `page`, which does not say its number, holds exactly the items of
+/// the page before it: the same sign of a server that ignores `page` as a
+/// wrong `page_number`. Cheap on every page of a long backfill: the counts,
+/// then the first items, differ at once on real pages. (A page that says its
+/// number is not compared: when new events push a whole page's worth of
+/// items down the list between two requests, the next page really does
+/// repeat the one before.)
+pub(crate) fn repeats(previous: &Page, page: &Page) -> bool {
+    page.page_number.is_none()
+        && !page.is_empty()
+        && page.len() == previous.len()
+        && page.items().eq(previous.items())
+}
+
+/// Keeps `page`, handed over, in `kept` for the next page to be compared
+/// with, and gives the page kept before back to `client`. Only a page without
+/// a number is ever compared, so one that says its number (every page of the
+/// real API) is given back at once: no page is held longer than before.
+pub(crate) fn keep(client: &ApiClient, kept: &mut Option<Page>, page: Page) {
+    if let Some(previous) = kept.take() {
+        client.recycle(previous);
+    }
+    if page.page_number.is_none() {
+        *kept = Some(page);
+    } else {
+        client.recycle(page);
     }
 }
 
@@ -349,7 +402,16 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(300));
             }
             answered.fetch_add(1, Ordering::SeqCst);
-            (200, r#"{"total_pages": 5, "page_items": [{"id": "a"}]}"#)
+            // Numbered, like the real API's: the same items on every page.
+            let number = (1..=5).find(|n| url.contains(&format!("page={n}&")));
+            let body = match number {
+                Some(1) => r#"{"page_number": 1, "total_pages": 5, "page_items": [{"id": "a"}]}"#,
+                Some(2) => r#"{"page_number": 2, "total_pages": 5, "page_items": [{"id": "a"}]}"#,
+                Some(3) => r#"{"page_number": 3, "total_pages": 5, "page_items": [{"id": "a"}]}"#,
+                Some(4) => r#"{"page_number": 4, "total_pages": 5, "page_items": [{"id": "a"}]}"#,
+                _ => r#"{"page_number": 5, "total_pages": 5, "page_items": [{"id": "a"}]}"#,
+            };
+            (200, body)
         })
     }
 
@@ -360,6 +422,78 @@ mod tests {
             source,
             query: source.window_query(now - chrono::TimeDelta::hours(1), now),
         }
+    }
+
+    /// The pages a read hands over from a server answering `body(url)`,
+    /// or its error; and the requests the server saw.
+    fn read_all(body: fn(&str) -> &'static str) -> (Result<Vec<u32>>, Vec<String>) {
+        let server = Server::start(move |method, url| match method {
+            "POST" => (200, r#"{"access_token":"token"}"#),
+            _ => (200, body(url)),
+        });
+        let pager = Pager::new(
+            Arc::new(server.client()),
+            RunControl::install(None).unwrap(),
+            4,
+        );
+        let mut pages = Vec::new();
+        // Stops a server that would keep the read going for ever.
+        let read = pager.read(&threats(), |at| {
+            pages.push(at.number);
+            Ok(if at.number < 10 {
+                Flow::Next
+            } else {
+                Flow::Stop
+            })
+        });
+        (read.map(|()| pages), server.seen())
+    }
+
+    #[test]
+    fn an_unnumbered_page_that_repeats_the_one_before_is_76() {
+        // No page_number, no total: "more" for ever, until --max-runtime.
+        let (read, seen) = read_all(|_| r#"{"page_items":[{"id":"a"},{"id":"b"}]}"#);
+        let err = read.unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&err), 76);
+        assert_eq!(
+            format!("{err:#}"),
+            "GET /threats/v2 page 2: the answer is page 1 (the server ignored the page parameter)"
+        );
+        assert_eq!(seen.len(), 1 + 2, "{seen:?}");
+    }
+
+    #[test]
+    fn pages_that_differ_or_say_their_number_are_read_on() {
+        // Unnumbered pages of the same size, differing in one byte.
+        let (read, _) = read_all(|url| {
+            if url.contains("page=1&") {
+                r#"{"page_items":[{"id":"a"},{"id":"b"}]}"#
+            } else if url.contains("page=2&") {
+                r#"{"page_items":[{"id":"a"},{"id":"c"}]}"#
+            } else {
+                r#"{"page_items":[]}"#
+            }
+        });
+        assert_eq!(read.unwrap(), [1, 2, 3]);
+        // Numbered pages that repeat: new events pushed a page's worth of
+        // items down the list between two requests.
+        let (read, _) = read_all(|url| {
+            if url.contains("page=1&") {
+                r#"{"page_number":1,"total_pages":2,"page_items":[{"id":"a"}]}"#
+            } else {
+                r#"{"page_number":2,"total_pages":2,"page_items":[{"id":"a"}]}"#
+            }
+        });
+        assert_eq!(read.unwrap(), [1, 2]);
+        // Only a page without a number is compared: page 2 says it is page 2.
+        let (read, _) = read_all(|url| {
+            if url.contains("page=1&") {
+                r#"{"total_pages":2,"page_items":[{"id":"a"}]}"#
+            } else {
+                r#"{"page_number":2,"total_pages":2,"page_items":[{"id":"a"}]}"#
+            }
+        });
+        assert_eq!(read.unwrap(), [1, 2]);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! did not escape, which JSON forbids) must not cost the page: when the page
 //! does not parse, such characters are written as `\u00XX` escapes (the very
 //! characters, now valid JSON) and the page parsed again.
+//!
+//! The envelope's `page_number` is kept, so that a page can be checked to be
+//! the one asked for (a proxy that drops the `page` parameter answers page 1
+//! every time). Only an integer counts: anything else is taken as absent,
+//! which is no reason to refuse a page.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -16,6 +21,9 @@ use std::ops::Range;
 /// The envelope of a list page, borrowed from the response body.
 #[derive(Debug, Deserialize)]
 struct Envelope<'a> {
+    /// Borrowed as it came, read as an integer or not at all.
+    #[serde(borrow)]
+    page_number: Option<&'a RawValue>,
     total_pages: Option<u64>,
     total_number_of_items: Option<u64>,
     #[serde(borrow)]
@@ -28,6 +36,8 @@ pub struct Page {
     /// Checked UTF-8 once, so items are sliced out without checking again.
     body: String,
     items: Vec<Range<usize>>,
+    /// The page the answer says it is, when it says so (as an integer).
+    pub page_number: Option<u64>,
     pub total_pages: Option<u64>,
     pub total_number_of_items: Option<u64>,
     /// The answer held invalid UTF-8, replaced by U+FFFD: the caller says so.
@@ -91,11 +101,12 @@ fn range_in(whole: &str, part: &str) -> Range<usize> {
 /// message.
 pub(super) fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
     let (text, replaced_invalid_utf8) = text(body);
-    let page = |body: String, (items, total_pages, total_number_of_items), escaped_controls| Page {
+    let page = |body: String, parts: EnvelopeParts, escaped_controls| Page {
         body,
-        items,
-        total_pages,
-        total_number_of_items,
+        items: parts.items,
+        page_number: parts.page_number,
+        total_pages: parts.total_pages,
+        total_number_of_items: parts.total_number_of_items,
         replaced_invalid_utf8,
         escaped_controls,
     };
@@ -113,8 +124,13 @@ pub(super) fn parse_page(body: Vec<u8>) -> Result<Page, (String, Vec<u8>)> {
     }
 }
 
-/// Where a page's items lie in `text`, and its totals.
-type EnvelopeParts = (Vec<Range<usize>>, Option<u64>, Option<u64>);
+/// Where a page's items lie in `text`, and what its envelope says.
+struct EnvelopeParts {
+    items: Vec<Range<usize>>,
+    page_number: Option<u64>,
+    total_pages: Option<u64>,
+    total_number_of_items: Option<u64>,
+}
 
 fn read_envelope(text: &str) -> Result<EnvelopeParts, serde_json::Error> {
     let envelope = serde_json::from_str::<Envelope>(text)?;
@@ -123,7 +139,13 @@ fn read_envelope(text: &str) -> Result<EnvelopeParts, serde_json::Error> {
         .iter()
         .map(|item| range_in(text, item.get()))
         .collect();
-    Ok((items, envelope.total_pages, envelope.total_number_of_items))
+    Ok(EnvelopeParts {
+        items,
+        // `null`, `"2"` or `2.0` are not worth refusing the page for.
+        page_number: envelope.page_number.and_then(|n| n.get().parse().ok()),
+        total_pages: envelope.total_pages,
+        total_number_of_items: envelope.total_number_of_items,
+    })
 }
 
 /// `text` with every control character inside a JSON string (U+0000 to
@@ -186,6 +208,23 @@ mod tests {
         assert_eq!(page.total_pages, Some(2));
         assert_eq!(page.total_number_of_items, None);
         assert!(!page.replaced_invalid_utf8);
+    }
+
+    #[test]
+    fn a_page_says_its_number_only_as_an_integer() {
+        let number = |envelope: &str| {
+            parse_page(envelope.as_bytes().to_vec())
+                .unwrap()
+                .page_number
+        };
+        assert_eq!(number(r#"{"page_number":2,"page_items":[]}"#), Some(2));
+        assert_eq!(number(r#"{"page_items":[]}"#), None);
+        // Not worth refusing the page for: taken as absent.
+        for odd in ["null", r#""2""#, "2.0", "-1", "{}"] {
+            let envelope = format!(r#"{{"page_number":{odd},"page_items":[{{"a":1}}]}}"#);
+            let page = parse_page(envelope.into_bytes()).unwrap();
+            assert_eq!((page.page_number, page.len()), (None, 1), "{odd}");
+        }
     }
 
     #[test]

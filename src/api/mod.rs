@@ -32,8 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Largest response body accepted; a page of 200 items is a few MiB at most.
 /// Memory stays bounded across concurrent pages: at most `--concurrency`
 /// (16 at most, see `config`) answers are read at once, plus the page being
-/// written, each under this cap, and the buffer pool keeps at most 16
-/// buffers of at most [`MAX_POOLED`] each: 17 x 16 + 16 x 4 = 336 MiB in the
+/// written and, from a server that does not number its pages, the one before
+/// it (see `pager`), each under this cap, and the buffer pool keeps at most 16
+/// buffers of at most [`MAX_POOLED`] each: 18 x 16 + 16 x 4 = 352 MiB in the
 /// worst case, about 10 MiB in a normal run.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 /// A buffer larger than this is freed rather than kept for the next answer.
@@ -208,6 +209,18 @@ impl ApiClient {
                 ),
             ))),
             Ok(page) => {
+                // A proxy or API bug that drops `page` answers page 1 every
+                // time: paging on would spend the run re-reading it and never
+                // reach the rest. Malformed, so retried like any unusable
+                // answer. An empty page is not checked: it ends the paging,
+                // whatever it claims to be.
+                let asked = u64::from(page_number);
+                if let Some(answered) = page.page_number.filter(|&n| n != asked)
+                    && !page.is_empty()
+                {
+                    let why = page_ignored(list.path, page_number, answered);
+                    return Err(request::Unusable::Malformed(why));
+                }
                 if page.escaped_controls > 0 {
                     crate::warn!(
                         "{what}: the answer held {} raw control character(s) inside strings, \
@@ -244,6 +257,14 @@ impl ApiClient {
             .pop()
             .unwrap_or_default()
     }
+}
+
+/// Why a list page is refused when it is not the page asked for: the server,
+/// or a proxy before it, ignored the `page` parameter.
+pub fn page_ignored(path: &str, asked: u32, answered: u64) -> String {
+    format!(
+        "GET {path} page {asked}: the answer is page {answered} (the server ignored the page parameter)"
+    )
 }
 
 fn load_ca_file(path: &std::path::Path) -> Result<ureq::tls::RootCerts> {
@@ -441,6 +462,25 @@ pub(crate) mod tests {
                 "GET /threats/v2/ab12/devices?page=1&page_size=200"
             ]
         );
+    }
+
+    #[test]
+    fn a_page_that_says_it_is_another_is_retried_then_76_unless_it_is_empty() {
+        let server = answering(200, r#"{"page_number":1,"page_items":[{"id":"a"}]}"#);
+        let err = server
+            .client()
+            .fetch_page(&list("/threats/v2"), 2)
+            .unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&err), 76);
+        assert_eq!(
+            format!("{err:#}"),
+            "GET /threats/v2 page 2: the answer is page 1 (the server ignored the page parameter)"
+        );
+        assert_eq!(server.seen().len(), 1 + 3, "{:?}", server.seen());
+        // An empty page ends the paging whatever number it claims.
+        let server = answering(200, r#"{"page_number":1,"total_pages":1,"page_items":[]}"#);
+        let page = server.client().fetch_page(&list("/threats/v2"), 2).unwrap();
+        assert!(page.is_empty());
     }
 
     #[test]

@@ -516,3 +516,61 @@ fn a_wait_longer_than_the_run_has_left_gives_up_at_once_with_75() {
     );
     assert_eq!(env.lines().len(), 200, "page 1 kept");
 }
+
+/// A proxy or API bug that drops `page` answers page 1 every time. Either
+/// way it shows (a `page_number` that is not the page asked for, or no
+/// number and page 1's items again), the poll ends with 76 instead of
+/// re-reading page 1 until --max-runtime; the window is not committed, so
+/// the next poll asks for it again and nothing is lost or written twice.
+#[test]
+fn a_server_that_ignores_page_is_76_within_a_few_requests_and_loses_nothing() {
+    // --concurrency 1 asks for one page at a time: the counts are exact.
+    // Numbered: page 1, then page 2 three times (a malformed answer is
+    // retried, three attempts at most); unnumbered: pages 1 and 2, whose
+    // repeat is seen only once both are in.
+    for (fault, requests) in [(Fault::PageOne, 4), (Fault::PageOneUnnumbered, 2)] {
+        let env = TestEnv::new();
+        three_pages(&env);
+        env.run(&["poll", "--sources", "threats"]).expect(0);
+        let cursor = env.checkpoint()["sources"]["threats"]["cursor"].clone();
+        env.fake.add_threats(threats(1000, 450, 0));
+        let before = env.fake.count("/threats/v2");
+        for _ in 0..requests {
+            env.fake.push_fault("/threats/v2", fault.clone());
+        }
+        let poll = ["poll", "--sources", "threats", "--concurrency", "1"];
+        let out = env.run(&poll).expect(76);
+        assert!(
+            out.error_line().ends_with(
+                "GET /threats/v2 page 2: the answer is page 1 (the server ignored the page parameter)"
+            ),
+            "{fault:?}: {}",
+            out.stderr
+        );
+        assert_eq!(
+            env.fake.count("/threats/v2") - before,
+            requests,
+            "{fault:?}"
+        );
+        assert_eq!(
+            env.checkpoint()["sources"]["threats"]["cursor"],
+            cursor,
+            "{fault:?}: the window was committed"
+        );
+        assert_eq!(env.lines().len(), 450 + 200, "{fault:?}: page 1 kept");
+        assert_no_line_twice(&env);
+        env.run(&poll).expect(0);
+        assert_eq!(env.lines().len(), 900, "{fault:?}");
+        assert_each_once(&env.lines());
+        assert_no_line_twice(&env);
+    }
+}
+
+/// No two lines of the output are the same bytes.
+fn assert_no_line_twice(env: &TestEnv) {
+    let output = std::fs::read_to_string(env.output()).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for line in output.lines() {
+        assert!(seen.insert(line), "written twice: {line}");
+    }
+}

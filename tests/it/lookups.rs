@@ -176,6 +176,57 @@ fn every_page_of_a_long_device_list_is_read_and_costs_one_request_each() {
     );
 }
 
+/// A device list from a server that ignores `page` is read no further than
+/// page 2, numbered or not: 76 naming the lookup, and the threat's line is
+/// not written without its devices; the next poll writes it once, whole.
+#[test]
+fn a_device_list_that_ignores_page_is_76_and_the_line_waits_for_the_next_poll() {
+    // Numbered: page 1, then page 2 three times (retried as malformed);
+    // unnumbered: pages 1 and 2, the repeat seen once both are in.
+    for (fault, requests) in [(Fault::PageOne, 4), (Fault::PageOneUnnumbered, 2)] {
+        let env = TestEnv::new();
+        let when = minutes_ago(4);
+        let at = threat_time(when);
+        let item = threat(2, &at);
+        let sha = item["sha256"].as_str().unwrap().to_owned();
+        env.fake.add_threats(vec![item]);
+        // 450 sightings, 3 pages; the ones at `at` on pages 1 and 3.
+        let old = threat_time(when - TimeDelta::days(1));
+        let devices: Vec<Value> = (0..450u64)
+            .map(|i| {
+                let found = if i == 7 || i == 430 { &at } else { &old };
+                threat_device(i % 12, found, &format!("C:\\copy-{i}.exe"))
+            })
+            .collect();
+        env.fake.set_threat_devices(&sha, devices.clone());
+        let path = format!("/threats/v2/{sha}/devices");
+        for _ in 0..requests {
+            env.fake.push_fault(&path, fault.clone());
+        }
+        let out = env.run(&["poll", "--sources", "threats"]).expect(76);
+        assert!(
+            out.error_line().ends_with(&format!(
+                "GET {path} page 2: the answer is page 1 (the server ignored the page parameter)"
+            )),
+            "{fault:?}: {}",
+            out.stderr
+        );
+        assert_eq!(env.fake.count(&path), requests, "{fault:?}");
+        assert_eq!(
+            raw_lines(&env).len(),
+            0,
+            "{fault:?}: written without its devices"
+        );
+        env.run(&["poll", "--sources", "threats"]).expect(0);
+        let lines = raw_lines(&env);
+        assert_eq!(lines.len(), 1, "{fault:?}");
+        assert_eq!(
+            last_value(&lines[0], "devices"),
+            json!([devices[7], devices[430]])
+        );
+    }
+}
+
 #[test]
 fn detection_lines_carry_their_details_object_at_the_end() {
     let env = TestEnv::new();

@@ -81,6 +81,12 @@ pub enum Fault {
     NotJson,
     /// 200 with the real envelope minus `page_items`.
     MissingPageItems,
+    /// The answer to page 1, whatever page was asked, `page_number` 1 included:
+    /// a proxy or API bug that drops the `page` parameter.
+    PageOne,
+    /// Like [`Fault::PageOne`], without `page_number` in the envelope: nothing
+    /// but the repeated items shows that the page is not the one asked for.
+    PageOneUnnumbered,
     /// 200 with a body of exactly this many bytes: the start of a valid envelope, then
     /// spaces. Streamed, never allocated; large bodies go out chunked.
     Oversize(usize),

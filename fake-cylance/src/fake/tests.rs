@@ -383,6 +383,40 @@ fn faults_are_consumed_once() {
 }
 
 #[test]
+fn page_one_faults_answer_page_one_whatever_page_is_asked() {
+    let fake = FakeApi::start(Credentials::sample());
+    let agent = agent();
+    let token = token(&agent, &fake);
+    fake.add_threats((0..5).map(|i| threat(i, "2024-05-14T09:00:00")).collect());
+    let query = "page_size=2&start_time=2024-05-14T08:00:00";
+    let (_, page_one) = get(&agent, &fake, &token, &format!("/threats/v2?{query}"));
+    assert!(page_one.starts_with(r#"{"page_number":1,"#), "{page_one}");
+
+    fake.push_fault("/threats/v2", Fault::PageOne);
+    fake.push_fault("/threats/v2", Fault::PageOneUnnumbered);
+    let page = |n: u32| {
+        get(
+            &agent,
+            &fake,
+            &token,
+            &format!("/threats/v2?page={n}&{query}"),
+        )
+    };
+    assert_eq!(page(2), (200, page_one.clone()));
+    let (status, unnumbered) = page(3);
+    assert_eq!(status, 200);
+    assert_eq!(
+        unnumbered,
+        page_one.replacen(r#""page_number":1,"#, "", 1),
+        "the same items, byte for byte, without page_number"
+    );
+    // Consumed: the next request gets its own page.
+    let (_, real) = page(2);
+    let real: Value = serde_json::from_str(&real).unwrap();
+    assert_eq!(real["page_number"], 2);
+}
+
+#[test]
 fn delays_do_not_block_other_workers_and_tokens_expire() {
     let fake = FakeApi::start(Credentials::sample());
     let token = token(&agent(), &fake);

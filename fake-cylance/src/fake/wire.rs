@@ -416,6 +416,18 @@ fn apply_fault(shared: &Shared, req: &Req, fault: Fault) -> Outcome {
             envelope.remove("page_items");
             Answer::json(200, Value::Object(envelope))
         }
+        Fault::PageOne => endpoints::handle(shared, &page_one(req)),
+        Fault::PageOneUnnumbered => {
+            let mut answer = endpoints::handle(shared, &page_one(req));
+            // The envelope is written with `page_number` first, and page 1 is
+            // never pretty-printed: the items stay byte for byte.
+            if let Body::Bytes(bytes) = &mut answer.body
+                && let Some(rest) = bytes.strip_prefix(b"{\"page_number\":1,")
+            {
+                *bytes = [b"{".as_slice(), rest].concat();
+            }
+            answer
+        }
         Fault::Oversize(len) => Answer {
             status: 200,
             content_type: Some(JSON.to_owned()),
@@ -435,6 +447,26 @@ fn apply_fault(shared: &Shared, req: &Req, fault: Fault) -> Outcome {
         }
     };
     Outcome::Answer(answer)
+}
+
+/// `req` asking for page 1: the rest of its query as it came.
+fn page_one(req: &Req) -> Req {
+    let query = req
+        .query
+        .iter()
+        .filter(|(name, _)| name != "page")
+        .cloned()
+        .chain([("page".to_owned(), "1".to_owned())])
+        .collect();
+    Req {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query,
+        authorization: req.authorization.clone(),
+        accept: req.accept.clone(),
+        content_type: req.content_type.clone(),
+        body: req.body.clone(),
+    }
 }
 
 const PADDING_PREFIX: &[u8] = b"{\"page_number\":1,\"page_size\":200,\"total_pages\":1,\"total_number_of_items\":1,\"page_items\":[";
