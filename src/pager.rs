@@ -128,7 +128,10 @@ struct Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         // Closing the queue ends each worker after its current job.
-        drop(self.jobs.get_mut().map(Option::take));
+        drop(match self.jobs.get_mut() {
+            Ok(jobs) => jobs.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        });
         let threads = match self.threads.get_mut() {
             Ok(threads) => std::mem::take(threads),
             Err(poisoned) => std::mem::take(poisoned.into_inner()),
