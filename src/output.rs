@@ -688,7 +688,12 @@ impl OutputFile {
         let mut file = &self.file;
         file.seek(SeekFrom::Start(from))
             .map_err(|e| output_error(&self.path, "read", e))?;
-        let mut reader = BufReader::new(file.take(to - from));
+        let mut reader = BufReader::new(Watched {
+            inner: file.take(to - from),
+            control: self.control.as_ref(),
+            unchecked: 0,
+            stopped: None,
+        });
         let mut line = Vec::new();
         // Only a line that may be ours is kept in memory: other tenants' and
         // programs' lines (a blob of any size) are skipped as they are read.
@@ -699,9 +704,26 @@ impl OutputFile {
                     line[..common] == prefix.as_bytes()[..common]
                 })
         };
-        while let Some(whole) = next_line(&mut reader, &mut line, may_be_ours)
-            .map_err(|e| output_error(&self.path, "read", e))?
-        {
+        loop {
+            let whole = match next_line(&mut reader, &mut line, may_be_ours) {
+                Ok(Some(whole)) => whole,
+                Ok(None) => break,
+                Err(err) => {
+                    return Err(match reader.get_mut().stopped.take() {
+                        Some(why) => fail(
+                            ExitKind::Temporary,
+                            format!(
+                                "stopped reading the {} bytes of the output {} appended since \
+                                 the last commit (after an unclean end): {why:#}; nothing was \
+                                 written, the next run reads them again",
+                                to - from,
+                                self.path.display()
+                            ),
+                        ),
+                        None => output_error(&self.path, "read", err),
+                    });
+                }
+            };
             if whole && let Some(event) = self.own_event(&line) {
                 found.push(event);
             }
@@ -736,6 +758,35 @@ impl OutputFile {
 enum Lock {
     Exclusive,
     Shared,
+}
+
+/// Reads `inner`, asking `control` every [`WATCH_EVERY`] bytes whether the
+/// run must stop (a signal, `--max-runtime`): after a long unclean end the
+/// tail to read may be gigabytes of other programs' lines, and the run ends
+/// at either, also then. The reason is kept here; the read fails meanwhile.
+struct Watched<'c, R> {
+    inner: R,
+    control: Option<&'c RunControl>,
+    unchecked: usize,
+    stopped: Option<anyhow::Error>,
+}
+
+/// How much of the tail is read between two looks at the run's control.
+const WATCH_EVERY: usize = 16 * 1024 * 1024;
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.unchecked >= WATCH_EVERY {
+            self.unchecked = 0;
+            if let Some(Err(why)) = self.control.map(RunControl::check) {
+                self.stopped = Some(why);
+                return Err(std::io::Error::other("the run must stop"));
+            }
+        }
+        let read = self.inner.read(buf)?;
+        self.unchecked += read;
+        Ok(read)
+    }
 }
 
 /// Reads the next line into `line`, keeping its bytes only while `keep`

@@ -172,21 +172,47 @@ impl TestEnv {
             self.checkpoint_path(),
             self.state_dir().join("lock"),
         ] {
-            if let Ok(bytes) = std::fs::read(&path) {
-                self.assert_no_secret_in(
-                    &String::from_utf8_lossy(&bytes),
-                    &path.display().to_string(),
-                );
-            }
+            self.assert_no_secret_in_file(&path);
         }
         outcome
     }
 
-    pub fn assert_no_secret_in(&self, text: &str, what: &str) {
+    /// [`TestEnv::assert_no_secret_in`] for a file, read in chunks: a test
+    /// may leave gigabytes in the output (a sparse hole), which must not be
+    /// held in memory at once. Chunks overlap by the longest secret, so none
+    /// is missed at a boundary (secrets are ASCII: a split character cannot
+    /// hide one).
+    fn assert_no_secret_in_file(&self, path: &Path) {
+        use std::io::Read;
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return;
+        };
+        let longest = self.secrets().iter().map(String::len).max().unwrap_or(0);
+        let (mut chunk, mut buf) = (Vec::new(), vec![0u8; 16 << 20]);
+        loop {
+            let read = file.read(&mut buf).expect("reading a file the run wrote");
+            if read == 0 {
+                return;
+            }
+            chunk.extend_from_slice(&buf[..read]);
+            self.assert_no_secret_in(
+                &String::from_utf8_lossy(&chunk),
+                &path.display().to_string(),
+            );
+            chunk.drain(..chunk.len().saturating_sub(longest));
+        }
+    }
+
+    /// The app secret and every token and JWT of the fake so far.
+    fn secrets(&self) -> Vec<String> {
         let mut secrets = vec![self.creds.app_secret.clone()];
         secrets.extend(self.fake.issued_tokens());
         secrets.extend(self.fake.received_jwts());
-        for secret in secrets {
+        secrets
+    }
+
+    pub fn assert_no_secret_in(&self, text: &str, what: &str) {
+        for secret in self.secrets() {
             assert!(
                 !text.contains(&secret),
                 "a secret or token appears in {what}"

@@ -72,6 +72,41 @@ fn recovery_memory_does_not_grow_with_a_foreign_line() {
     assert_eq!(ours, 3, "each event once");
 }
 
+/// After a long unclean end the tail to read may be gigabytes of other
+/// programs' bytes. The run still ends at --max-runtime (and on a signal),
+/// with 75 and nothing written: it used to read the whole tail first. Here
+/// 2 GiB of a sparse hole, which this machine reads at about 400 MB/s.
+#[test]
+fn a_huge_tail_after_an_unclean_end_is_read_only_until_max_runtime() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 2, 3));
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    let size = std::fs::metadata(env.output()).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.output())
+        .unwrap();
+    file.set_len(size + (2 << 30)).unwrap();
+    std::fs::write(env.state_dir().join("appending"), "").unwrap();
+    env.fake.add_threats(threats(10, 1, 1));
+    let out = env
+        .run(&["poll", "--sources", "threats", "--max-runtime", "1s"])
+        .expect(75);
+    assert!(
+        out.error_line().contains("--max-runtime 1s reached")
+            && out
+                .error_line()
+                .contains("reading the 2147483648 bytes of the output"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.state_dir().join("appending").exists());
+    // The hole gone, the next run reads the tail and writes the new event once.
+    file.set_len(size).unwrap();
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    assert_eq!(env.lines().len(), 3, "each event once");
+}
+
 /// Pages are fetched ahead by `--concurrency` workers but written in order.
 /// A slow page 2 must not let the others pile up: the lookahead counted only
 /// requests in flight, not pages that had arrived and waited for page 2, so
