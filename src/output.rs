@@ -88,6 +88,14 @@ pub struct OutputFile {
     /// The last committed mark: only bytes at or after it can be ours.
     committed: Option<OutputMark>,
     pending: PendingMarker,
+    /// The previous run of this state directory did not end cleanly (its
+    /// marker, or the lock file, says so): only then can a partial line at
+    /// the end be a torn line of ours. After a clean end it is someone
+    /// else's, however much it looks like ours.
+    unclean_end: bool,
+    /// The last mark was put before a partial line of ours, left for the
+    /// next append to cut (an idle run appends nothing).
+    torn_line_kept: bool,
     /// Bounds the wait for the file lock (`None` in unit tests: no bound).
     control: Option<RunControl>,
 }
@@ -190,7 +198,9 @@ impl Output {
     pub fn committed(&mut self, mark: &OutputMark) {
         if let Output::File(file) = self {
             file.committed = Some(mark.clone());
-            file.pending.clear();
+            if !file.torn_line_kept {
+                file.pending.clear();
+            }
         }
     }
 
@@ -339,6 +349,8 @@ impl OutputFile {
                 .collect(),
             committed: None,
             pending,
+            unclean_end: false,
+            torn_line_kept: false,
             control: None,
         })
     }
@@ -499,12 +511,14 @@ impl OutputFile {
         Ok(last[0] == b'\n')
     }
 
-    /// Where the partial last line starts, if it is provably ours: it starts
-    /// at or after the committed mark of this very file and begins like one
-    /// of this tenant's lines (`{"event_type":"<type>","tenant_id":<tenant>`,
-    /// or as much of that as there is). Reads no further back than the mark.
+    /// Where the partial last line starts, if it is provably ours: the
+    /// previous run ended uncleanly (a clean end leaves no torn line), and
+    /// it starts at or after the committed mark of this very file and begins
+    /// like one of this tenant's lines (`{"event_type":"<type>","tenant_id":
+    /// <tenant>`, or as much of that as there is). Reads no further back than
+    /// the mark.
     fn own_partial_line(&self, meta: &Metadata) -> Result<Option<u64>> {
-        let Some(mark) = &self.committed else {
+        let Some(mark) = self.committed.as_ref().filter(|_| self.unclean_end) else {
             return Ok(None);
         };
         let size = meta.len();
@@ -598,28 +612,34 @@ impl OutputFile {
     fn mark(&mut self) -> Result<OutputMark> {
         self.follow_rotation()?;
         self.lock(Lock::Shared)?;
-        let result = (|| {
+        let result = (|| -> Result<(OutputMark, bool)> {
             let meta = self
                 .file
                 .metadata()
                 .map_err(|e| output_error(&self.path, "stat", e))?;
             // A partial line of ours stays after the mark, where the next
             // append can still prove it ours and cut it.
-            let size = if self.ends_whole(meta.len())? {
-                meta.len()
+            let own_partial = if self.ends_whole(meta.len())? {
+                None
             } else {
-                self.own_partial_line(&meta)?.unwrap_or(meta.len())
+                self.own_partial_line(&meta)?
             };
-            Ok(OutputMark {
+            let size = own_partial.unwrap_or(meta.len());
+            let mark = OutputMark {
                 path: self.path.clone(),
                 device: meta.dev(),
                 inode: meta.ino(),
                 size,
                 tail_hash: self.fingerprint(size)?,
-            })
+            };
+            Ok((mark, own_partial.is_some()))
         })();
         let _ = self.file.unlock();
-        result
+        let (mark, torn_line_kept) = result?;
+        // The line is provably ours only while the unclean end is on record:
+        // a commit at this mark keeps the marker for the next append.
+        self.torn_line_kept = torn_line_kept;
+        Ok(mark)
     }
 
     fn recover(
@@ -628,6 +648,7 @@ impl OutputFile {
         interrupted: bool,
     ) -> Result<Vec<RecoveredEvent>> {
         self.committed = committed.cloned();
+        self.unclean_end = interrupted || self.pending.present;
         // First run with this state: nothing of ours can be uncommitted.
         let Some(mark) = committed else {
             return Ok(Vec::new());

@@ -349,6 +349,8 @@ fn an_append_only_output_with_a_torn_line_of_ours_does_not_stop_the_runs() {
         .unwrap();
     std::io::Write::write_all(&mut file, torn.as_bytes()).unwrap();
     drop(file);
+    // The kill also left its marker: the next run knows the line may be its.
+    std::fs::write(env.state_dir().join("appending"), "").unwrap();
     let Some(chattr) = require_tool("chattr") else {
         return;
     };

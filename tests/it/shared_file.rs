@@ -120,6 +120,8 @@ fn own_torn_line_after_the_last_commit_is_cut_before_the_next_append() {
     let last = committed.lines().last().unwrap();
     let torn = &last[..last.len() / 2];
     std::fs::write(env.output(), format!("{committed}{torn}")).unwrap();
+    // and its marker: the next run knows that a partial line may be its.
+    std::fs::write(env.state_dir().join("appending"), "").unwrap();
     // An idle run leaves it (it appends nothing, so it touches nothing).
     env.run(&["poll"]).expect(0);
     assert_eq!(
@@ -140,6 +142,41 @@ fn own_torn_line_after_the_last_commit_is_cut_before_the_next_append() {
     let lines = env.lines();
     assert_eq!(lines.len(), 5);
     assert_each_once(&lines);
+}
+
+/// After a clean end no torn line of ours can be left: a partial line that
+/// begins like ours (here as short as `{"event_ty`, which every tenant's
+/// lines begin with) is another program's or tenant's, and is kept.
+#[test]
+fn partial_line_like_ours_after_a_clean_end_is_someone_elses_and_kept() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 2, 5));
+    env.run(&["poll"]).expect(0);
+    let committed = std::fs::read_to_string(env.output()).unwrap();
+    let last = committed.lines().last().unwrap();
+    for (round, partial) in [&last[..10], &last[..last.len() - 1]]
+        .into_iter()
+        .enumerate()
+    {
+        let before = std::fs::read_to_string(env.output()).unwrap();
+        std::fs::write(env.output(), format!("{before}{partial}")).unwrap();
+        env.fake.add_threats(threats(10 + round as u64 * 10, 1, 1));
+        let out = env.run(&["poll"]).expect(0);
+        assert!(
+            out.stderr.contains("does not end in a newline"),
+            "{}",
+            out.stderr
+        );
+        let text = std::fs::read_to_string(env.output()).unwrap();
+        assert!(
+            text.starts_with(&format!("{before}{partial}\n{{")),
+            "{text}"
+        );
+        assert_eq!(
+            lines_after(&env.output(), before.len() + partial.len() + 1).len(),
+            1
+        );
+    }
 }
 
 #[test]
