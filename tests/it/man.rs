@@ -83,7 +83,7 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "STATE_DIR/appending",
-        "Present while a run has appended lines its checkpoint does not cover yet, or a line of its torn by a kill still ends the output; the next run then reads the output's tail to recover them, and its next append removes the torn line. Do not delete it by hand.",
+        "Present while a run has appended lines its checkpoint does not cover yet, or a line it was writing when it was killed still ends the output; the next run then reads the output's tail to recover them, and its next append removes the torn line. Do not delete it by hand.",
     ),
     (
         "STATE_DIR/rejected.jsonl",
