@@ -21,10 +21,10 @@
 //! make the whole line unreadable in the SIEM, so that device is left out,
 //! or the details are `null`, with a warning.
 
-use crate::api::{ApiClient, ListRequest, Page, page_ignored, path_segment};
+use crate::api::{ApiClient, ListRequest, page_ignored, path_segment};
 use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
-use crate::pager::{Slots, keep, repeats};
+use crate::pager::{Slots, Unnumbered, repeats};
 use crate::sources::{Lookup, SourceKind, push_compact, readable_inside};
 use crate::timefmt::parse_api_time;
 use crate::untrusted::shown;
@@ -173,7 +173,7 @@ impl Lookups {
         let mut value = b"[".to_vec();
         let mut requests = 0;
         // The page before, when it did not say its number (see `pager::repeats`).
-        let mut previous: Option<Page> = None;
+        let mut previous: Option<Unnumbered> = None;
         for number in 1u32.. {
             if number > 1 {
                 self.control.check()?;
@@ -191,9 +191,7 @@ impl Lookups {
                     requests,
                 });
             };
-            if let Some(previous) = &previous
-                && repeats(previous, &page)
-            {
+            if repeats(previous.as_ref(), &page) {
                 let message = page_ignored(&path, number, u64::from(number - 1));
                 return Err(fail(ExitKind::Protocol, message));
             }
@@ -229,13 +227,11 @@ impl Lookups {
                 && page
                     .total_pages
                     .is_none_or(|total| u64::from(number) < total);
-            keep(&self.client, &mut previous, page);
+            previous = Unnumbered::of(&page);
+            self.client.recycle(page);
             if !more {
                 break;
             }
-        }
-        if let Some(previous) = previous {
-            self.client.recycle(previous);
         }
         value.push(b']');
         Ok(Found { value, requests })
