@@ -149,7 +149,9 @@ impl Pager {
         Pager {
             client,
             control,
-            concurrency: concurrency as usize,
+            // As the slots and the lookups do: with 0, no page after the
+            // first would ever be asked for, and the window would end there.
+            concurrency: (concurrency as usize).max(1),
             slots: Arc::new(Slots::new(concurrency as usize)),
             workers: Arc::new(Workers {
                 jobs: Mutex::new(None),
@@ -194,7 +196,7 @@ impl Pager {
         let (sender, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let mut threads = self.workers.threads.lock().expect("worker list lock");
-        for _ in 0..self.concurrency.max(1) {
+        for _ in 0..self.concurrency {
             let queue = Arc::clone(&queue);
             let (client, slots) = (Arc::clone(&self.client), Arc::clone(&self.slots));
             threads.push(std::thread::spawn(move || {
@@ -533,6 +535,26 @@ mod tests {
         // four answers were all read into one buffer. Keeping the page before
         // for the comparison would have needed a second.
         assert_eq!(client.pooled(), 1);
+    }
+
+    #[test]
+    fn a_concurrency_of_0_reads_every_page_one_at_a_time() {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let server = five_pages(Arc::clone(&answered));
+        let pager = Pager::new(
+            Arc::new(server.client()),
+            RunControl::install(None).unwrap(),
+            0,
+        );
+        let mut pages = Vec::new();
+        pager
+            .read(&threats(), |at| {
+                pages.push(at.number);
+                Ok(Flow::Next)
+            })
+            .unwrap();
+        assert_eq!(pages, [1, 2, 3, 4, 5]);
+        assert_eq!(pager.workers.threads.lock().unwrap().len(), 1);
     }
 
     #[test]
