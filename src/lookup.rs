@@ -174,6 +174,10 @@ impl Lookups {
         let mut requests = 0;
         // The page before, when it did not say its number (see `pager::repeats`).
         let mut previous: Option<Unnumbered> = None;
+        // Said once per lookup, not once per device: a list of thousands of
+        // such devices would otherwise flood the journal.
+        let (mut repaired_devices, mut left_out_devices) = (0u64, 0u64);
+        let mut left_out: Option<String> = None;
         for number in 1u32.. {
             if number > 1 {
                 self.control.check()?;
@@ -200,21 +204,12 @@ impl Lookups {
                 let item = match readable_inside(item, 2) {
                     Ok(None) => Cow::Borrowed(item),
                     Ok(Some(repaired)) => {
-                        crate::warn!(
-                            "{}: a device of threat {} held lone surrogate escapes (\\ud800 to \\udfff \
-                             alone), which readers refuse; it was written with \\ufffd (U+FFFD) in \
-                             their place",
-                            source.name,
-                            shown(ask.id)
-                        );
+                        repaired_devices += 1;
                         Cow::Owned(repaired)
                     }
                     Err(why) => {
-                        crate::warn!(
-                            "{}: a device of threat {} is left out of its \"devices\": {why}",
-                            source.name,
-                            shown(ask.id)
-                        );
+                        left_out.get_or_insert(why);
+                        left_out_devices += 1;
                         continue;
                     }
                 };
@@ -232,6 +227,23 @@ impl Lookups {
             if !more {
                 break;
             }
+        }
+        if repaired_devices > 0 {
+            crate::warn!(
+                "{}: {repaired_devices} device(s) of threat {} held lone surrogate escapes \
+                 (\\ud800 to \\udfff alone), which readers refuse; they were written with \
+                 \\ufffd (U+FFFD) in their place",
+                source.name,
+                shown(ask.id)
+            );
+        }
+        if let Some(why) = left_out {
+            crate::warn!(
+                "{}: {left_out_devices} device(s) of threat {} are left out of its \"devices\" \
+                 (the first: {why})",
+                source.name,
+                shown(ask.id)
+            );
         }
         value.push(b']');
         Ok(Found { value, requests })
