@@ -21,10 +21,10 @@
 //! make the whole line unreadable in the SIEM, so that device is left out,
 //! or the details are `null`, with a warning.
 
-use crate::api::{ApiClient, ListRequest, Page, page_ignored, path_segment};
+use crate::api::{ApiClient, ListRequest, page_ignored, path_segment};
 use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
-use crate::pager::{Slots, keep, repeats};
+use crate::pager::{Slots, Unnumbered, repeats};
 use crate::sources::{Lookup, SourceKind, push_compact, readable_inside};
 use crate::timefmt::parse_api_time;
 use crate::untrusted::shown;
@@ -173,7 +173,11 @@ impl Lookups {
         let mut value = b"[".to_vec();
         let mut requests = 0;
         // The page before, when it did not say its number (see `pager::repeats`).
-        let mut previous: Option<Page> = None;
+        let mut previous: Option<Unnumbered> = None;
+        // Said once per lookup, not once per device: a list of thousands of
+        // such devices would otherwise flood the journal.
+        let (mut repaired_devices, mut left_out_devices) = (0u64, 0u64);
+        let mut left_out: Option<String> = None;
         for number in 1u32.. {
             if number > 1 {
                 self.control.check()?;
@@ -191,9 +195,7 @@ impl Lookups {
                     requests,
                 });
             };
-            if let Some(previous) = &previous
-                && repeats(previous, &page)
-            {
+            if repeats(previous.as_ref(), &page) {
                 let message = page_ignored(&path, number, u64::from(number - 1));
                 return Err(fail(ExitKind::Protocol, message));
             }
@@ -202,21 +204,12 @@ impl Lookups {
                 let item = match readable_inside(item, 2) {
                     Ok(None) => Cow::Borrowed(item),
                     Ok(Some(repaired)) => {
-                        crate::warn!(
-                            "{}: a device of threat {} held lone surrogate escapes (\\ud800 to \\udfff \
-                             alone), which readers refuse; it was written with \\ufffd (U+FFFD) in \
-                             their place",
-                            source.name,
-                            shown(ask.id)
-                        );
+                        repaired_devices += 1;
                         Cow::Owned(repaired)
                     }
                     Err(why) => {
-                        crate::warn!(
-                            "{}: a device of threat {} is left out of its \"devices\": {why}",
-                            source.name,
-                            shown(ask.id)
-                        );
+                        left_out.get_or_insert(why);
+                        left_out_devices += 1;
                         continue;
                     }
                 };
@@ -229,13 +222,28 @@ impl Lookups {
                 && page
                     .total_pages
                     .is_none_or(|total| u64::from(number) < total);
-            keep(&self.client, &mut previous, page);
+            previous = Unnumbered::of(&page);
+            self.client.recycle(page);
             if !more {
                 break;
             }
         }
-        if let Some(previous) = previous {
-            self.client.recycle(previous);
+        if repaired_devices > 0 {
+            crate::warn!(
+                "{}: {repaired_devices} device(s) of threat {} held lone surrogate escapes \
+                 (\\ud800 to \\udfff alone), which readers refuse; they were written with \
+                 \\ufffd (U+FFFD) in their place",
+                source.name,
+                shown(ask.id)
+            );
+        }
+        if let Some(why) = left_out {
+            crate::warn!(
+                "{}: {left_out_devices} device(s) of threat {} are left out of its \"devices\" \
+                 (the first: {why})",
+                source.name,
+                shown(ask.id)
+            );
         }
         value.push(b']');
         Ok(Found { value, requests })

@@ -25,6 +25,7 @@ use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
 use crate::sources::SourceKind;
 use anyhow::Result;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,7 +149,9 @@ impl Pager {
         Pager {
             client,
             control,
-            concurrency: concurrency as usize,
+            // As the slots and the lookups do: with 0, no page after the
+            // first would ever be asked for, and the window would end there.
+            concurrency: (concurrency as usize).max(1),
             slots: Arc::new(Slots::new(concurrency as usize)),
             workers: Arc::new(Workers {
                 jobs: Mutex::new(None),
@@ -193,7 +196,7 @@ impl Pager {
         let (sender, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let mut threads = self.workers.threads.lock().expect("worker list lock");
-        for _ in 0..self.concurrency.max(1) {
+        for _ in 0..self.concurrency {
             let queue = Arc::clone(&queue);
             let (client, slots) = (Arc::clone(&self.client), Arc::clone(&self.slots));
             threads.push(std::thread::spawn(move || {
@@ -246,7 +249,8 @@ impl Pager {
             in_flight: 0,
             previous: None,
         };
-        keep(&self.client, &mut window.previous, first);
+        window.previous = Unnumbered::of(&first);
+        self.client.recycle(first);
         let list = Arc::new(List {
             source: list.source,
             query: list.query.clone(),
@@ -286,9 +290,7 @@ impl Pager {
             while let Some(fetched) = arrived.remove(&next_process) {
                 self.control.check()?;
                 let page = fetched?;
-                if let Some(previous) = &window.previous
-                    && repeats(previous, &page)
-                {
+                if repeats(window.previous.as_ref(), &page) {
                     let path = list.source.list_request(&list.query).path;
                     let message = page_ignored(path, next_process, u64::from(next_process - 1));
                     return Err(fail(ExitKind::Protocol, message));
@@ -296,7 +298,8 @@ impl Pager {
                 let at = page_at(next_process, &page);
                 let (more, total_pages) = (at.more, at.total_pages);
                 let flow = each(at)?;
-                keep(&self.client, &mut window.previous, page);
+                window.previous = Unnumbered::of(&page);
+                self.client.recycle(page);
                 next_process += 1;
                 if !more || flow == Flow::Stop {
                     return Ok(());
@@ -324,9 +327,9 @@ struct Window<'a> {
     unwanted: Arc<AtomicBool>,
     replies: mpsc::Receiver<(u32, Fetched)>,
     in_flight: usize,
-    /// The page handed over last when it did not say its number, for the
-    /// next one to be compared with (see [`keep`]).
-    previous: Option<Page>,
+    /// The page handed over last, when it did not say its number, for the
+    /// next one to be compared with.
+    previous: Option<Unnumbered>,
 }
 
 impl Drop for Window<'_> {
@@ -341,39 +344,49 @@ impl Drop for Window<'_> {
                 self.client.recycle(page);
             }
         }
-        if let Some(previous) = self.previous.take() {
-            self.client.recycle(previous);
+    }
+}
+
+/// What is kept of a handed-over page that did not say its number, for the
+/// next page to be compared with: its item count and a digest of its items.
+/// The page itself goes back to the client at once, so the comparison holds
+/// no page longer than before: the memory bound in `api` stays what it was,
+/// also for each lookup's device list.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unnumbered {
+    len: usize,
+    digest: [u8; 32],
+}
+
+impl Unnumbered {
+    /// `None` for a page that says its number (never compared) or is empty
+    /// (it ends the reading). Each item is hashed with its length, so items
+    /// split differently never digest alike.
+    pub(crate) fn of(page: &Page) -> Option<Unnumbered> {
+        if page.page_number.is_some() || page.is_empty() {
+            return None;
         }
+        let mut hasher = Sha256::new();
+        for item in page.items() {
+            hasher.update((item.len() as u64).to_le_bytes());
+            hasher.update(item.as_bytes());
+        }
+        Some(Unnumbered {
+            len: page.len(),
+            digest: hasher.finalize().into(),
+        })
     }
 }
 
 /// Whether `page`, which does not say its number, holds exactly the items of
-/// the page before it: the same sign of a server that ignores `page` as a
-/// wrong `page_number`. Cheap on every page of a long backfill: the counts,
-/// then the first items, differ at once on real pages. (A page that says its
-/// number is not compared: when new events push a whole page's worth of
-/// items down the list between two requests, the next page really does
-/// repeat the one before.)
-pub(crate) fn repeats(previous: &Page, page: &Page) -> bool {
-    page.page_number.is_none()
-        && !page.is_empty()
-        && page.len() == previous.len()
-        && page.items().eq(previous.items())
-}
-
-/// Keeps `page`, handed over, in `kept` for the next page to be compared
-/// with, and gives the page kept before back to `client`. Only a page without
-/// a number is ever compared, so one that says its number (every page of the
-/// real API) is given back at once: no page is held longer than before.
-pub(crate) fn keep(client: &ApiClient, kept: &mut Option<Page>, page: Page) {
-    if let Some(previous) = kept.take() {
-        client.recycle(previous);
-    }
-    if page.page_number.is_none() {
-        *kept = Some(page);
-    } else {
-        client.recycle(page);
-    }
+/// the page before it (`previous`, when that did not say its number either):
+/// the same sign of a server that ignores `page` as a wrong `page_number`.
+/// Cheap on every page of a long backfill: pages that say their number (every
+/// page of the real API) are not hashed. (A page that says its number is not
+/// compared: when new events push a whole page's worth of items down the list
+/// between two requests, the next page really does repeat the one before.)
+pub(crate) fn repeats(previous: Option<&Unnumbered>, page: &Page) -> bool {
+    previous.is_some() && Unnumbered::of(page).as_ref() == previous
 }
 
 fn page_at(number: u32, page: &Page) -> PageAt<'_> {
@@ -500,6 +513,51 @@ mod tests {
     }
 
     #[test]
+    fn comparing_unnumbered_pages_holds_no_page_back_from_the_pool() {
+        let server = Server::start(|method, url| match method {
+            "POST" => (200, r#"{"access_token":"token"}"#),
+            _ if url.contains("page=1&") => (200, r#"{"page_items":[{"id":"a"}]}"#),
+            _ if url.contains("page=2&") => (200, r#"{"page_items":[{"id":"b"}]}"#),
+            _ if url.contains("page=3&") => (200, r#"{"page_items":[{"id":"c"}]}"#),
+            _ => (200, r#"{"page_items":[]}"#),
+        });
+        let client = Arc::new(server.client());
+        let pager = Pager::new(Arc::clone(&client), RunControl::install(None).unwrap(), 1);
+        let mut pages = Vec::new();
+        pager
+            .read(&threats(), |at| {
+                pages.push(at.number);
+                Ok(Flow::Next)
+            })
+            .unwrap();
+        assert_eq!(pages, [1, 2, 3, 4]);
+        // One request at a time, each page given back once handed over: the
+        // four answers were all read into one buffer. Keeping the page before
+        // for the comparison would have needed a second.
+        assert_eq!(client.pooled(), 1);
+    }
+
+    #[test]
+    fn a_concurrency_of_0_reads_every_page_one_at_a_time() {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let server = five_pages(Arc::clone(&answered));
+        let pager = Pager::new(
+            Arc::new(server.client()),
+            RunControl::install(None).unwrap(),
+            0,
+        );
+        let mut pages = Vec::new();
+        pager
+            .read(&threats(), |at| {
+                pages.push(at.number);
+                Ok(Flow::Next)
+            })
+            .unwrap();
+        assert_eq!(pages, [1, 2, 3, 4, 5]);
+        assert_eq!(pager.workers.threads.lock().unwrap().len(), 1);
+    }
+
+    #[test]
     fn a_read_stopped_early_returns_only_once_its_requests_in_flight_are_answered() {
         let answered = Arc::new(AtomicUsize::new(0));
         let server = five_pages(Arc::clone(&answered));
@@ -518,10 +576,20 @@ mod tests {
             })
             .unwrap();
         assert_eq!(pages, [1, 2]);
-        // Pages 2 to 5 were asked for at once (--concurrency 4); the read
-        // waited for 3 to 5 although nobody wanted them any more.
-        assert_eq!(answered.load(Ordering::SeqCst), 5);
-        assert_eq!(server.seen().len(), 6, "{:?}", server.seen());
+        // Pages 2 to 5 were queued at once (--concurrency 4). Those a worker
+        // had taken when page 2 said stop (all of them, unless the machine
+        // is busy) were waited for although nobody wanted them any more;
+        // the rest were never asked for. Either way no request is left.
+        let at_return = answered.load(Ordering::SeqCst);
+        assert!((2..=5).contains(&at_return), "{at_return}");
+        assert_eq!(server.seen().len(), 1 + at_return, "{:?}", server.seen());
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            at_return,
+            "a request outlived the read"
+        );
+        assert_eq!(server.seen().len(), 1 + at_return, "{:?}", server.seen());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::{RunSettings, StoreSettings};
 use crate::error::{Classify, ExitKind};
 use crate::sources::SourceKind;
 use crate::timefmt::{display, display_duration, to_delta};
-use crate::untrusted::{shown, shown_up_to};
+use crate::untrusted::{needs_escape, shown, shown_up_to};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::io::Write;
@@ -94,16 +94,18 @@ pub fn show(
 }
 
 /// JSON text with the characters a terminal may act on written as `\u`
-/// escapes. serde_json escapes C0 controls itself but writes C1 controls
-/// (U+0080 to U+009F, among them CSI) and the line separators as they are;
-/// the checkpoint can hold such server text (a key, or an error recorded by
-/// a release that did not escape it), and `status --json` is often read on
-/// a terminal. These characters can only be inside JSON strings, where the
-/// escape is the same value.
+/// escapes: those [`shown`] escapes in every other message. serde_json
+/// escapes C0 controls itself but writes DEL, C1 controls (U+0080 to U+009F,
+/// among them CSI), the line separators and the bidirectional overrides as
+/// they are; the checkpoint can hold such server text (a key, or an error
+/// recorded by a release that did not escape it), and `status --json` is
+/// often read on a terminal. Inside JSON strings (where serde_json leaves
+/// no raw `\n`) the escape is the same value; the pretty form's own newlines
+/// between tokens stay.
 fn terminal_safe_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if matches!(c, '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}') {
+        if c != '\n' && needs_escape(c) {
             out += &format!("\\u{:04x}", u32::from(c));
         } else {
             out.push(c);

@@ -49,7 +49,9 @@ fn capped(text: &str, total_bytes: usize, max_chars: usize) -> String {
     out
 }
 
-fn needs_escape(c: char) -> bool {
+/// Characters a terminal acts on or that reorder what it shows: controls
+/// (C0, DEL, C1), line separators, bidirectional overrides and isolates.
+pub fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

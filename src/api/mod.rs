@@ -32,9 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Largest response body accepted; a page of 200 items is a few MiB at most.
 /// Memory stays bounded across concurrent pages: at most `--concurrency`
 /// (16 at most, see `config`) answers are read at once, plus the page being
-/// written and, from a server that does not number its pages, the one before
-/// it (see `pager`), each under this cap, and the buffer pool keeps at most 16
-/// buffers of at most [`MAX_POOLED`] each: 18 x 16 + 16 x 4 = 352 MiB in the
+/// written, each under this cap, and the buffer pool keeps at most 16
+/// buffers of at most [`MAX_POOLED`] each: 17 x 16 + 16 x 4 = 336 MiB in the
 /// worst case, about 10 MiB in a normal run.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 /// A buffer larger than this is freed rather than kept for the next answer.
@@ -248,6 +247,12 @@ impl ApiClient {
         if buffers.len() < 16 && buffer.capacity() <= MAX_POOLED {
             buffers.push(buffer);
         }
+    }
+
+    /// Buffers in the pool now: how tests see that no page is held.
+    #[cfg(test)]
+    pub(crate) fn pooled(&self) -> usize {
+        self.buffers.lock().expect("buffer pool lock").len()
     }
 
     fn take_buffer(&self) -> Vec<u8> {

@@ -622,6 +622,35 @@ mod tests {
     }
 
     #[test]
+    fn every_lone_surrogate_is_found_however_it_is_spelled_or_placed() {
+        // (item's rest, as written): a nested key name, upper-case hex, one
+        // after escaped backslashes, one before an escaped backslash or
+        // `\u005c`, a low before a high, a high before a pair.
+        for (rest, written) in [
+            (r#""k":{"a":{"n\uDBFF":1}}"#, r#""k":{"a":{"n\ufffd":1}}"#),
+            (r#""k":"\\\\\uD800""#, r#""k":"\\\\\ufffd""#),
+            (r#""k":"\ud800\\ud800""#, r#""k":"\ufffd\\ud800""#),
+            (r#""k":"\ud800\u005c""#, r#""k":"\ufffd\u005c""#),
+            (r#""k":["\udc00\ud800"]"#, r#""k":["\ufffd\ufffd"]"#),
+            (
+                r#""k":"é\ud83d\ud83d\ude00""#,
+                r#""k":"é\ufffd\ud83d\ude00""#,
+            ),
+        ] {
+            let item = |rest: &str| {
+                format!(r#"{{"sha256":"ab","last_found":"2024-05-14T09:00:00",{rest}}}"#)
+            };
+            let given = item(rest);
+            let scan = THREATS.scan(&given, &mut Vec::new()).unwrap();
+            let repaired = scan
+                .repaired
+                .unwrap_or_else(|| panic!("{rest} not repaired"));
+            assert_eq!(repaired, item(written));
+            serde_json::from_str::<serde_json::Value>(&repaired).unwrap();
+        }
+    }
+
+    #[test]
     fn a_lone_surrogate_in_the_key_makes_the_item_unplaceable() {
         let item = r#"{"sha256":"a\ud800","last_found":"2024-05-14T09:00:00","x":"\udc00"}"#;
         assert_eq!(

@@ -136,6 +136,23 @@ fn status_json_escapes_c1_controls_into_the_same_value() {
     assert_eq!(json["checkpoint"]["last_run"]["error"], text);
 }
 
+/// DEL and the bidirectional overrides (which reorder what a terminal shows,
+/// so a line can read as another) are escaped in `status --json` as they are
+/// in every other message quoting server text.
+#[test]
+fn status_json_escapes_del_and_bidi_overrides_too() {
+    let env = TestEnv::new();
+    env.run(&["poll"]).expect(0);
+    let mut checkpoint = env.checkpoint();
+    let text = "ok\u{7f}\u{202e}dne\u{2066}x";
+    checkpoint["last_run"]["error"] = text.into();
+    std::fs::write(env.checkpoint_path(), checkpoint.to_string()).unwrap();
+    let stdout = env.run(&["status", "--json"]).expect(0).stdout;
+    assert!(stdout.contains(r"ok\u007f\u202edne\u2066x"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["checkpoint"]["last_run"]["error"], text);
+}
+
 /// A redirect to another origin or to plain http on the token request or on
 /// a list: exit 76 naming status and Location, nothing written, the other
 /// origin never asked.

@@ -643,14 +643,69 @@ fn a_lookup_answer_readers_would_refuse_is_repaired_or_left_out() {
     );
     assert_eq!(detail(&ids[1]), Value::Null);
     let warned = |what: &str| out.stderr.lines().filter(|l| l.contains(what)).count();
-    assert_eq!(warned("left out of its \"devices\""), 2, "{}", out.stderr);
+    // One warning for the two devices left out, with the first one's reason.
+    assert_eq!(warned("2 device(s) of threat"), 1, "{}", out.stderr);
+    assert_eq!(
+        warned("left out of its \"devices\" (the first: a number beyond the range of an f64"),
+        1,
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         warned("a number beyond the range of an f64"),
         2,
         "{}",
         out.stderr
     );
-    assert_eq!(warned("nested deeper than 127"), 1, "{}", out.stderr);
+    assert_eq!(warned("1 device(s) of threat"), 1, "{}", out.stderr);
     assert_eq!(warned("lone surrogate escapes"), 2, "{}", out.stderr);
     assert_eq!(warned("\"details\":null"), 1, "{}", out.stderr);
+}
+
+/// A device list full of devices readers would refuse costs one warning per
+/// kind and threat, not one per device: a hostile or broken server cannot
+/// flood the journal with a line per device (200 a page).
+#[test]
+fn devices_repaired_or_left_out_are_counted_in_one_warning_per_threat() {
+    let env = TestEnv::new();
+    let last_found = threat_time(minutes_ago(3));
+    let threat_item = threat(3, &last_found);
+    let sha = threat_item["sha256"].as_str().unwrap().to_owned();
+    env.fake.add_threats(vec![threat_item]);
+    let devices: Vec<String> = (0..150)
+        .map(|i| {
+            let extra = if i % 3 == 0 {
+                r#""user":"a\ud800b""#
+            } else {
+                r#""score":1e999"#
+            };
+            format!(r#"{{"id":"d{i}","date_found":"{last_found}",{extra}}}"#)
+        })
+        .collect();
+    let body = format!(
+        r#"{{"page_number":1,"page_size":200,"total_pages":1,"total_number_of_items":150,"page_items":[{}]}}"#,
+        devices.join(",")
+    );
+    env.fake
+        .push_fault(&format!("/threats/v2/{sha}/devices"), status(200, &body));
+    let out = env.run(&["poll", "--enrich", "threat-devices"]).expect(0);
+    let lines = raw_lines(&env);
+    let line = threat_line(&lines, &sha, &last_found);
+    assert_eq!(last_value(line, "devices").as_array().unwrap().len(), 50);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("device(s) of threat"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", out.stderr);
+    assert!(
+        warnings[0].contains("50 device(s)") && warnings[0].contains("lone surrogate"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains("100 device(s)") && warnings[1].contains("left out"),
+        "{}",
+        warnings[1]
+    );
 }
