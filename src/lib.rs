@@ -76,11 +76,26 @@ where
         }
     };
     log::init(cli.options.verbose);
-    match run(&cli) {
-        Ok(code) => code,
-        Err(err) => {
+    exit_code_of_run(|| run(&cli))
+}
+
+/// The exit code of a command, with its error logged. A panic is a bug:
+/// like any unexpected failure it exits 70 with a message, not Rust's 101
+/// (the standard hook has printed where). What was committed stays, as
+/// after a kill.
+fn exit_code_of_run(run: impl FnOnce() -> Result<ExitCode>) -> ExitCode {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) => {
             crate::error!("{err:#}");
             ExitCode::from(exit_code_of(&err))
+        }
+        Err(_) => {
+            crate::error!(
+                "stopped by an internal error (a bug; the line above says where); what was \
+                 committed is kept, the next run goes on from there"
+            );
+            ExitCode::from(error::ExitKind::Software.code())
         }
     }
 }
@@ -131,4 +146,20 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_exits_70_and_an_error_its_own_code() {
+        assert_eq!(exit_code_of_run(|| panic!("a bug")), ExitCode::from(70));
+        let failed = || Err(error::fail(error::ExitKind::Protocol, "odd answer"));
+        assert_eq!(exit_code_of_run(failed), ExitCode::from(76));
+        assert_eq!(
+            exit_code_of_run(|| Ok(ExitCode::from(0))),
+            ExitCode::from(0)
+        );
+    }
 }

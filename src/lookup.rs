@@ -121,8 +121,23 @@ impl Lookups {
             work();
         } else {
             std::thread::scope(|scope| {
+                // The system may refuse threads (a pids limit): the lookups
+                // then run on the threads there are, at worst on this one.
+                let mut started = 0;
                 for _ in 0..workers {
-                    scope.spawn(work);
+                    match std::thread::Builder::new().spawn_scoped(scope, work) {
+                        Ok(_) => started += 1,
+                        Err(err) => {
+                            crate::warn!(
+                                "cannot start more than {started} of {workers} lookup threads: \
+                                 {err}; going on with those"
+                            );
+                            break;
+                        }
+                    }
+                }
+                if started == 0 {
+                    work();
                 }
             });
         }

@@ -188,10 +188,13 @@ impl Pager {
     }
 
     /// The queue of the run's workers, starting them on first use.
-    fn job_queue(&self) -> mpsc::Sender<Job> {
+    /// The system may refuse threads (a pids limit such as systemd's
+    /// `TasksMax=`): the run goes on with the workers it got, and without
+    /// any ends with 75, to try again next run.
+    fn job_queue(&self) -> Result<mpsc::Sender<Job>> {
         let mut jobs = self.workers.jobs.lock().expect("job queue lock");
         if let Some(jobs) = jobs.as_ref() {
-            return jobs.clone();
+            return Ok(jobs.clone());
         }
         let (sender, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -199,7 +202,7 @@ impl Pager {
         for _ in 0..self.concurrency {
             let queue = Arc::clone(&queue);
             let (client, slots) = (Arc::clone(&self.client), Arc::clone(&self.slots));
-            threads.push(std::thread::spawn(move || {
+            let started = std::thread::Builder::new().spawn(move || {
                 loop {
                     // The lock is released before fetching (a guard in a
                     // `while let` would live through the whole body).
@@ -226,10 +229,27 @@ impl Pager {
                     // The reader waits for every answer of its window.
                     let _ = job.reply.send((job.number, fetched));
                 }
-            }));
+            });
+            match started {
+                Ok(thread) => threads.push(thread),
+                Err(err) if threads.is_empty() => {
+                    return Err(fail(
+                        ExitKind::Temporary,
+                        format!("cannot start a thread to fetch pages: {err}"),
+                    ));
+                }
+                Err(err) => {
+                    crate::warn!(
+                        "cannot start more than {} of {} page workers: {err}; going on with those",
+                        threads.len(),
+                        self.concurrency
+                    );
+                    break;
+                }
+            }
         }
         *jobs = Some(sender.clone());
-        sender
+        Ok(sender)
     }
 
     /// Pages 2 and on; `first` is page 1, for page 2 to be compared with.
@@ -240,7 +260,7 @@ impl Pager {
         first: Page,
         mut each: impl FnMut(PageAt<'_>) -> Result<Flow>,
     ) -> Result<()> {
-        let jobs = self.job_queue();
+        let jobs = self.job_queue()?;
         let (reply, replies) = mpsc::channel::<(u32, Fetched)>();
         let mut window = Window {
             client: &self.client,
