@@ -6,15 +6,16 @@
 //! whether the previous run ended: a run writes a line into it on start and
 //! empties it on exit, so a line found there means that run was killed.
 //! Locks belong on local disk: flock over NFS can hang or silently not lock.
-//! The lock file is opened with O_NOFOLLOW and must be a regular file: a
-//! symlink planted at its name would otherwise have its target emptied.
+//! The lock file is opened with O_NOFOLLOW and must be a regular file with
+//! one name: a symlink or a hard link planted at its name would otherwise
+//! have its target emptied.
 
 use crate::control::RunControl;
 use crate::error::{ExitKind, fail};
 use anyhow::Result;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -81,11 +82,24 @@ impl RunLock {
                 ),
                 _ => io_error(err),
             })?;
-        if !file.metadata().map_err(io_error)?.is_file() {
+        let meta = file.metadata().map_err(io_error)?;
+        if !meta.is_file() {
             return Err(fail(
                 ExitKind::Io,
                 format!(
                     "the lock file {} is not a regular file; refused",
+                    path.display()
+                ),
+            ));
+        }
+        // Emptied on every exit: through a second name it would empty
+        // another file (the output, say).
+        if meta.nlink() > 1 {
+            return Err(fail(
+                ExitKind::Io,
+                format!(
+                    "the lock file {} has other names (hard links); refused, since it is \
+                     emptied on exit (remove it, the next run makes a new one)",
                     path.display()
                 ),
             ));

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The file's name in the state directory.
@@ -142,7 +142,8 @@ impl DeadLetter {
 
     /// Appends what is held, durably: before the checkpoint that stops these
     /// items from being reported again. Owner-only, as items may be
-    /// sensitive, and not through a symlink planted in the state directory.
+    /// sensitive, and not through a symlink or a hard link planted in the
+    /// state directory.
     pub fn append(&mut self) -> Result<()> {
         if self.held.is_empty() {
             return Ok(());
@@ -154,6 +155,13 @@ impl DeadLetter {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.path)
             .and_then(|mut file| {
+                // Items may be sensitive: not into another file's bytes
+                // through a second name (a hard link).
+                if file.metadata()?.nlink() > 1 {
+                    return Err(std::io::Error::other(
+                        "it has other names (hard links); refused, move it away",
+                    ));
+                }
                 file.write_all(&self.held)?;
                 file.sync_all()
             })

@@ -521,6 +521,45 @@ fn a_symlinked_lock_is_refused_and_its_target_untouched() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }
 
+/// The lock file is emptied on every exit, and rejected items are appended
+/// to `rejected.jsonl`: through a hard link planted at either name they
+/// would empty or grow another file. Both are refused (74), the other file
+/// untouched, and nothing of the run is committed.
+#[test]
+fn a_hard_linked_lock_or_dead_letter_file_is_refused_and_the_other_file_untouched() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let victim = env.dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::hard_link(&victim, env.state_dir().join("lock")).unwrap();
+    let out = env.run(&["poll"]).expect(74);
+    assert!(
+        out.error_line().contains("has other names"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    std::fs::remove_file(env.state_dir().join("lock")).unwrap();
+
+    env.run(&["poll"]).expect(0);
+    let checkpoint = std::fs::read_to_string(env.checkpoint_path()).unwrap();
+    std::fs::hard_link(&victim, env.state_dir().join("rejected.jsonl")).unwrap();
+    let at = threat_time(minutes_ago(2));
+    env.fake.add_raw_threat("B1", &at, b"\"just a string\"");
+    let out = env.run(&["poll"]).expect(74);
+    assert!(
+        out.error_line().contains("rejected.jsonl") && out.error_line().contains("hard links"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::read_to_string(env.checkpoint_path()).unwrap(),
+        checkpoint,
+        "nothing committed"
+    );
+}
+
 #[test]
 fn a_symlinked_checkpoint_temp_is_replaced_not_followed() {
     let env = TestEnv::new();
