@@ -588,6 +588,50 @@ fn the_shippers_tail_the_file_the_units_write_as_json_lines() {
     assert_eq!(included, tailed, "{VECTOR} include");
 }
 
+/// The longest line cylance-logs can write: an item and a lookup's answer,
+/// each from one API answer (16 MiB at most, `api::MAX_BODY`).
+const LONGEST_LINE: u64 = 2 * 16 * 1024 * 1024;
+
+/// A shipper that cuts or drops a long line loses that event without a
+/// word in the SIEM: Vector drops lines over 100 KiB by default, Filebeat
+/// cuts them at 10 MiB, Splunk at 10,000 bytes (checked with its TRUNCATE in
+/// `splunk_takes_each_line_as_one_event_at_its_own_time`).
+#[test]
+fn the_shippers_take_the_longest_line_whole() {
+    let setting = |doc: &str, text: &str, key: &str| -> u64 {
+        let values: Vec<u64> = strip_comments(text, "#")
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(key))
+            .map(|value| {
+                value
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{doc}: {key} {e}"))
+            })
+            .collect();
+        let [value] = values.as_slice() else {
+            panic!("{doc}: one {key} setting, found {values:?}");
+        };
+        *value
+    };
+    let vector = read_doc(VECTOR);
+    let source = vector
+        .split("[sources.cylance_file]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("docs/vector.toml has [sources.cylance_file]");
+    assert!(setting(VECTOR, source, "max_line_bytes =") >= LONGEST_LINE);
+    let filebeat = read_doc(FILEBEAT);
+    assert!(setting(FILEBEAT, &filebeat, "message_max_bytes:") >= LONGEST_LINE);
+    let md = read_doc("docs/graylog.md");
+    let sidecar = md
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("docs/graylog.md shows a Filebeat configuration");
+    assert!(setting("docs/graylog.md", sidecar, "message_max_bytes:") >= LONGEST_LINE);
+}
+
 #[test]
 fn the_device_fields_are_the_first_devices_name_and_ip() {
     let threats = of_type("threat");
