@@ -709,3 +709,48 @@ fn devices_repaired_or_left_out_are_counted_in_one_warning_per_threat() {
         warnings[1]
     );
 }
+
+/// However many pages a threat's device list has, its `devices` stays within
+/// one answer's 16 MiB, the bound the SIEM recipes' line limits rely on:
+/// the devices past it are left out, with one warning.
+#[test]
+fn devices_past_one_answers_size_are_left_out_with_one_warning() {
+    let env = TestEnv::new();
+    let last_found = threat_time(minutes_ago(3));
+    let threat_item = threat(7, &last_found);
+    let sha = threat_item["sha256"].as_str().unwrap().to_owned();
+    env.fake.add_threats(vec![threat_item]);
+    // 400 sightings at the line's time, 50 KB each: two pages of 10 MB.
+    let padding = "x".repeat(50_000);
+    let devices: Vec<Value> = (0..400)
+        .map(|i| json!({"id": format!("d{i}"), "date_found": last_found, "pad": padding}))
+        .collect();
+    env.fake.set_threat_devices(&sha, devices);
+    let out = env.run(&["poll", "--sources", "threats"]).expect(0);
+    let lines = raw_lines(&env);
+    let line = threat_line(&lines, &sha, &last_found);
+    let written = last_value(line, "devices");
+    let written = written.as_array().unwrap();
+    let text = &line[line.rfind(",\"devices\":").unwrap() + 11..line.len() - 1];
+    assert!(text.len() <= 16 << 20, "{} bytes", text.len());
+    // As many as fit, in the API's order.
+    let fit = (16 << 20) / serde_json::to_string(&written[0]).unwrap().len();
+    assert!(
+        written.len() + 2 >= fit && written.len() < 400,
+        "{}",
+        written.len()
+    );
+    assert_eq!(written[0]["id"], "d0");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("left out"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(
+        warnings[0].contains(&format!("{} device(s)", 400 - written.len()))
+            && warnings[0].contains("\"devices\" would be longer than 16 MiB"),
+        "{}",
+        warnings[0]
+    );
+}
