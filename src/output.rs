@@ -384,6 +384,12 @@ impl OutputFile {
         self.lock(Lock::Exclusive)?;
         let result = self.append_locked(lines);
         let _ = self.file.unlock();
+        if result.is_ok() {
+            // Whatever partial line of ours the unclean end left was cut
+            // before this batch, and this run's batches are whole: a partial
+            // line met from now on is someone else's.
+            self.unclean_end = false;
+        }
         result
     }
 

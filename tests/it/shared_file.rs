@@ -179,6 +179,44 @@ fn partial_line_like_ours_after_a_clean_end_is_someone_elses_and_kept() {
     }
 }
 
+/// After an unclean end, the first append of the next run cuts what is left
+/// of ours; from then on that run's own batches are whole, so a partial line
+/// that appears later in the run (another program mid-write, shorter than
+/// any tenant's prefix) is someone else's and kept.
+#[test]
+fn after_its_first_append_a_run_takes_no_partial_line_for_its_own() {
+    let env = TestEnv::new();
+    env.fake.add_threats(threats(0, 3, 5));
+    env.run(&["poll", "--sources", "threats"]).expect(0);
+    // The previous run ended uncleanly (its marker is there).
+    std::fs::write(env.state_dir().join("appending"), "").unwrap();
+    env.fake.add_threats(threats(100, 450, 1));
+    env.fake
+        .push_fault_at("/threats/v2", 2, Fault::Delay(Duration::from_secs(2)));
+    let child = env.spawn(&["poll", "--sources", "threats", "--concurrency", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count_tenant(&env.output(), &env.creds.tenant_id) < 203 {
+        assert!(Instant::now() < deadline, "page 1 never appended");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let foreign = "{\"event_ty";
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.output())
+        .unwrap();
+    std::io::Write::write_all(&mut file, foreign.as_bytes()).unwrap();
+    let out = env.finish(child);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(env.output()).unwrap();
+    assert_eq!(
+        text.matches(&format!("\n{foreign}\n{{")).count(),
+        1,
+        "the fragment was cut or glued: {}",
+        out.stderr
+    );
+    assert_eq!(count_tenant(&env.output(), &env.creds.tenant_id), 453);
+}
+
 #[test]
 fn partial_line_that_looks_like_ours_but_predates_the_mark_is_kept() {
     let env = TestEnv::new();
