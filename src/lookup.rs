@@ -1,10 +1,11 @@
 //! The lookups of one page's new lines: a request per line (and further
 //! pages of a long device list) whose answer the line carries at its end.
 //!
-//! `run.rs` calls [`Lookups::answers`] with the lines a page will write
-//! (after the window filter and dedupe) and writes none of them until every
-//! answer is in: a lookup that fails ends the page with that error, so no
-//! line is ever written without its lookup. Up to `--concurrency` lookups
+//! `run.rs` calls [`Lookups::answers`] with a group of the lines a page will
+//! write (after the window filter and dedupe; a few per `--concurrency` slot,
+//! so that the answers held at once stay few) and writes none of them until
+//! every answer is in: a lookup that fails ends the page with that error, so
+//! no line is ever written without its lookup. Up to `--concurrency` lookups
 //! run at once, each holding one of the [`Slots`] the list pages hold too
 //! (so lists and lookups together have at most `--concurrency` requests in
 //! flight), each request paced by the client (`--max-rps`, shared with the

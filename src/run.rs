@@ -58,6 +58,11 @@ use std::time::Instant;
 /// A window whose first page reports more pages than this is split in two,
 /// so that a commit comes at least every this many pages.
 const MAX_PAGES_PER_SLICE: u64 = 50;
+/// Lines looked up, then written, at a time, per `--concurrency` slot: the
+/// lookup answers held at once stay within this many per slot (each up to
+/// one answer's 16 MiB), not a whole page's 200, while each slot still has
+/// a second lookup to start as soon as its first is answered.
+const LOOKUP_GROUP_PER_SLOT: usize = 2;
 /// Windows are not split below this length.
 const MIN_SLICE: TimeDelta = TimeDelta::minutes(1);
 /// A snapshot's list is read again while its size changes during a
@@ -670,10 +675,11 @@ impl Run {
 
     /// Keeps exactly `[start, end)` of one page, skips keys already written,
     /// looks up what the source's lookup adds to those lines (when
-    /// `--enrich` has it on), then appends them in one locked write.
+    /// `--enrich` has it on), then appends them in one locked write (with a
+    /// lookup, one per group of lines).
     ///
-    /// Keys enter `seen` only once every lookup of the page is in, just
-    /// before the append: a lookup that fails (75) leaves `seen` as it was,
+    /// Keys enter `seen` only once every lookup of their group is in, just
+    /// before its append: a lookup that fails (75) leaves them out of `seen`,
     /// so the commit `finish` makes after a 75 cannot record a key whose
     /// line was not written. If the append fails, the run ends with exit 74
     /// and `finish` commits nothing, so no key of an unwritten line can
@@ -705,8 +711,8 @@ impl Run {
                     .expect("a string serializes"),
             ),
         };
-        // With a lookup, a page's keys enter `seen` only once all its lookups
-        // are answered: a lookup can fail (75), and `finish` commits after a
+        // With a lookup, a line's key enters `seen` only once its group's
+        // lookups are answered: a lookup can fail (75), and `finish` commits after a
         // 75. Without one, at once (one map entry per item, as cheap as it
         // gets): nothing but the append can fail before the lines are
         // written, and after a failed append (74) nothing is committed.
@@ -793,51 +799,62 @@ impl Run {
                 key,
             });
         }
-        // Every lookup before any line: a failure here writes nothing.
-        let answers = match lookup {
-            None => None,
-            Some(lookup) => {
-                let asks: Vec<Ask<'_>> = chosen
-                    .iter()
-                    .map(|c| Ask {
-                        id: &c.id,
-                        time: c.time,
-                    })
-                    .collect();
-                let answers = self.lookups.answers(lookup, kind, &asks)?;
-                Some((lookup, answers))
-            }
+        // With a lookup, a group of lines at a time: its lookups, then its
+        // lines, appended before the next group is looked up, so the answers
+        // held at once are a group's (each up to one answer's size), not a
+        // page's. A failed lookup writes nothing of its group.
+        let group_len = match lookup {
+            Some(_) => LOOKUP_GROUP_PER_SLOT * self.settings.concurrency.max(1) as usize,
+            None => chosen.len().max(1),
         };
-        // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
-        let mut lines = std::mem::take(&mut self.line_buffer);
-        lines.clear();
-        let source = &mut self.sources[at];
-        for (i, chosen) in chosen.into_iter().enumerate() {
-            let item = chosen.rewritten.as_deref().unwrap_or(chosen.item);
-            match (&answers, &snapshot_time) {
-                (Some((lookup, answers)), _) => push_line_adding(
-                    &mut lines,
-                    &prefix,
-                    item,
-                    lookup.added_key(),
-                    &answers.values[i],
-                ),
-                (None, Some(time)) => push_line_adding(
-                    &mut lines,
-                    &prefix,
-                    item,
-                    SNAPSHOT_TIME_KEY,
-                    time.as_bytes(),
-                ),
-                (None, None) => push_line(&mut lines, &prefix, item),
+        let mut lookup_requests = 0;
+        for group in chosen.chunks_mut(group_len) {
+            let answers = match lookup {
+                None => None,
+                Some(lookup) => {
+                    let asks: Vec<Ask<'_>> = group
+                        .iter()
+                        .map(|c| Ask {
+                            id: &c.id,
+                            time: c.time,
+                        })
+                        .collect();
+                    let answers = self.lookups.answers(lookup, kind, &asks)?;
+                    lookup_requests += answers.requests;
+                    Some((lookup, answers))
+                }
+            };
+            // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
+            let mut lines = std::mem::take(&mut self.line_buffer);
+            lines.clear();
+            let source = &mut self.sources[at];
+            for (i, chosen) in group.iter_mut().enumerate() {
+                let item = chosen.rewritten.as_deref().unwrap_or(chosen.item);
+                match (&answers, &snapshot_time) {
+                    (Some((lookup, answers)), _) => push_line_adding(
+                        &mut lines,
+                        &prefix,
+                        item,
+                        lookup.added_key(),
+                        &answers.values[i],
+                    ),
+                    (None, Some(time)) => push_line_adding(
+                        &mut lines,
+                        &prefix,
+                        item,
+                        SNAPSHOT_TIME_KEY,
+                        time.as_bytes(),
+                    ),
+                    (None, None) => push_line(&mut lines, &prefix, item),
+                }
+                if let Some(key) = chosen.key.take() {
+                    source.seen.insert(key, chosen.time);
+                }
+                outcome.written += 1;
             }
-            if let Some(key) = chosen.key {
-                source.seen.insert(key, chosen.time);
-            }
-            outcome.written += 1;
+            self.output.append(&lines)?;
+            self.line_buffer = lines;
         }
-        self.output.append(&lines)?;
-        self.line_buffer = lines;
         if replaced_utf8 > 0 {
             crate::warn!(
                 "{} page {number}: the answer held bytes that are not UTF-8; {replaced_utf8} \
@@ -870,7 +887,7 @@ impl Run {
         let expected = *source.expected_pages.get_or_insert(total_pages);
         source.tally.pages += 1;
         source.tally.events += outcome.written;
-        source.tally.lookups += answers.map_or(0, |(_, answers)| answers.requests);
+        source.tally.lookups += lookup_requests;
         let (pages, events, lookups) = (
             source.tally.pages,
             source.tally.events,

@@ -107,6 +107,36 @@ fn a_huge_tail_after_an_unclean_end_is_read_only_until_max_runtime() {
     assert_eq!(env.lines().len(), 3, "each event once");
 }
 
+/// A page's lookup answers were all held until the page was written: 60
+/// detections with 2 MiB of details each held 120 MiB at once, more than
+/// twice that at the peak (and a hostile server, 200 answers of 16 MiB).
+/// Lines are now looked up and written a group at a time.
+#[test]
+fn a_pages_lookup_answers_are_not_all_held_at_once() {
+    let env = TestEnv::new();
+    let found = detections(0, 60, 3);
+    env.fake.add_detections(found.clone());
+    let note = "x".repeat(2 << 20);
+    for detection in &found {
+        let id = detection["Id"].as_str().unwrap();
+        env.fake
+            .set_detection_details(id, serde_json::json!({"Id": id, "Note": note}));
+    }
+    let out = env
+        .run(&[
+            "poll",
+            "--sources",
+            "detections",
+            "--enrich",
+            "detection-details",
+            "-v",
+        ])
+        .expect(0);
+    assert_eq!(env.lines().len(), 60);
+    let peak = peak_kib(&out.stderr);
+    assert!(peak < 150 * 1024, "peak memory {peak} KiB");
+}
+
 /// Pages are fetched ahead by `--concurrency` workers but written in order.
 /// A slow page 2 must not let the others pile up: the lookahead counted only
 /// requests in flight, not pages that had arrived and waited for page 2, so
