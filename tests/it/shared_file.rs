@@ -347,10 +347,13 @@ fn file_that_cannot_grow_exits_74_and_the_next_run_writes_everything_once() {
         out.error_line()
             .contains(&env.output().display().to_string())
     );
-    // The first page is there, whole; of the second, nothing.
+    // Whole lines only (each parses): the first page, and of the second the
+    // groups written before the one that did not fit (with the default
+    // lookup, lines are written a group at a time).
     let size = std::fs::metadata(env.output()).unwrap().len();
     assert!(size < limit, "the partial batch stayed: {size} of {limit}");
-    assert_eq!(env.lines().len(), 200);
+    let written = env.lines().len();
+    assert!((200..400).contains(&written), "{written} lines");
     env.run(&["poll", "--sources", "threats"]).expect(0);
     let lines = env.lines();
     assert_eq!(lines.len(), 600);
