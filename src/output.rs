@@ -89,9 +89,10 @@ pub struct OutputFile {
     committed: Option<OutputMark>,
     pending: PendingMarker,
     /// The previous run of this state directory did not end cleanly (its
-    /// marker, or the lock file, says so): only then can a partial line at
-    /// the end be a torn line of ours. After a clean end it is someone
-    /// else's, however much it looks like ours.
+    /// marker, or the lock file, says so) and this run has not appended yet:
+    /// only then can a partial line at the end be a torn line of ours. After
+    /// a clean end, or once this run has appended, it is someone else's,
+    /// however much it looks like ours.
     unclean_end: bool,
     /// The last mark was put before a partial line of ours, left for the
     /// next append to cut (an idle run appends nothing).
@@ -384,6 +385,12 @@ impl OutputFile {
         self.lock(Lock::Exclusive)?;
         let result = self.append_locked(lines);
         let _ = self.file.unlock();
+        if result.is_ok() {
+            // A torn line of the unclean end was met by this append (cut, or
+            // ended by its newline); our lines are whole batches since, so a
+            // partial line that comes later is someone else's.
+            self.unclean_end = false;
+        }
         result
     }
 
@@ -990,6 +997,33 @@ mod tests {
             .append(LINE_A2.as_bytes())
             .unwrap();
         assert_eq!(scratch.bytes(), format!("{LINE_A}{LINE_A2}"));
+    }
+
+    /// After an unclean end only the first append can meet a torn line of
+    /// ours: once this run has appended, a partial line that comes later is
+    /// another program's, however much it looks like ours, and is kept; the
+    /// commit then clears the marker.
+    #[test]
+    fn after_this_runs_first_append_a_partial_line_is_someone_elses() {
+        let scratch = Scratch::new("later-partial");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        PendingMarker::in_dir(&scratch.0).set().unwrap();
+        let mut output = Output::File(committed_at(&scratch, &mark));
+        output.append(LINE_A2.as_bytes()).unwrap();
+        let mark = output.mark().unwrap().unwrap();
+        output.committed(&mark);
+        assert!(!scratch.0.join(PENDING_MARKER).exists());
+        // Another program's line, torn inside the start all tenants share.
+        let foreign = "{\"event_ty";
+        let before = scratch.bytes();
+        std::fs::write(scratch.out(), format!("{before}{foreign}")).unwrap();
+        // The commit's mark goes past it, not before it as before a line of ours.
+        let mark = output.mark().unwrap().unwrap();
+        assert_eq!(mark.size, (before.len() + foreign.len()) as u64);
+        output.committed(&mark);
+        output.append(LINE_B.as_bytes()).unwrap();
+        assert_eq!(scratch.bytes(), format!("{before}{foreign}\n{LINE_B}"));
     }
 
     #[test]
