@@ -50,9 +50,12 @@ use std::time::Duration;
 /// several whole lines, each with its own IDs and times.
 const FINGERPRINT_LEN: u64 = 4096;
 
-/// No line of ours is longer: an item comes from an answer of at most
-/// `MAX_BODY` bytes, and escaping a line separator at most triples its bytes.
-const MAX_OWN_LINE: usize = 3 * crate::api::MAX_BODY as usize + 4096;
+/// No line of ours is longer: an item and a lookup's value (devices or
+/// details), each from an answer of at most `MAX_BODY` bytes (devices are
+/// capped there, plus the last device's escapes), and each at most tripled
+/// in the line (U+0085 becomes `\u0085`, a byte not UTF-8 becomes U+FFFD);
+/// the prefix and the added key fit in the rest.
+const MAX_OWN_LINE: usize = 2 * 3 * crate::api::MAX_BODY as usize + 4096;
 
 /// The marker's name in the state directory.
 pub const PENDING_MARKER: &str = "appending";
@@ -1098,6 +1101,43 @@ mod tests {
         assert_eq!(found[0].key, "x1");
         let mut other = scratch.open("C");
         assert!(other.recover(Some(&mark), true).unwrap().is_empty());
+    }
+
+    /// The longest line the tool writes (an item and a detection's details,
+    /// each a whole answer of U+0085, which the line spells `\u0085`) is
+    /// still recognised as ours after a kill, not written again.
+    #[test]
+    fn the_longest_own_line_is_recovered() {
+        let scratch = Scratch::new("longest");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        let kind = *sources::ALL
+            .iter()
+            .find(|kind| kind.event_type == "detection")
+            .unwrap();
+        let filler = "\u{85}".repeat((crate::api::MAX_BODY as usize - 100) / 2);
+        let item = format!(
+            "{{\"Id\":\"x9\",\"ReceivedTime\":\"2024-05-14T09:00:00.000Z\",\"m\":\"{filler}\"}}"
+        );
+        let mut details = Vec::new();
+        sources::push_compact(&mut details, format!("{{\"d\":\"{filler}\"}}").as_bytes());
+        let mut line = Vec::new();
+        sources::push_line_adding(
+            &mut line,
+            &line_prefix(kind, "A"),
+            &item,
+            "details",
+            &details,
+        );
+        assert!(
+            line.len() > 5 * crate::api::MAX_BODY as usize,
+            "{}",
+            line.len()
+        );
+        scratch.open("A").append(&line).unwrap();
+        let found = scratch.open("A").recover(Some(&mark), true).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, "x9");
     }
 
     #[test]
