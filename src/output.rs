@@ -50,11 +50,11 @@ use std::time::Duration;
 /// several whole lines, each with its own IDs and times.
 const FINGERPRINT_LEN: u64 = 4096;
 
-/// No line of ours is longer: an item and a lookup's value (devices or
-/// details), each from an answer of at most `MAX_BODY` bytes (devices are
-/// capped there, plus the last device's escapes), and each at most tripled
-/// in the line (U+0085 becomes `\u0085`, a byte not UTF-8 becomes U+FFFD);
-/// the prefix and the added key fit in the rest.
+/// No line of ours is longer: an item and a lookup's value (details, or
+/// devices capped at `MAX_BODY` as written), each from an answer of at most
+/// `MAX_BODY` bytes and at most tripled in the line (U+0085 becomes
+/// `\u0085`, a byte not UTF-8 becomes U+FFFD); the prefix and the added key
+/// fit in the rest.
 const MAX_OWN_LINE: usize = 2 * 3 * crate::api::MAX_BODY as usize + 4096;
 
 /// The marker's name in the state directory.
