@@ -658,11 +658,13 @@ impl OutputFile {
         interrupted: bool,
     ) -> Result<Vec<RecoveredEvent>> {
         self.committed = committed.cloned();
-        self.unclean_end = interrupted || self.pending.present;
-        // First run with this state: nothing of ours can be uncommitted.
+        // First run with this state: nothing of ours can be uncommitted (a
+        // run saves its first mark before it appends), so whatever comes
+        // after the mark this run saves is someone else's.
         let Some(mark) = committed else {
             return Ok(Vec::new());
         };
+        self.unclean_end = interrupted || self.pending.present;
         if !interrupted && !self.pending.present {
             crate::debug!(
                 "the previous run ended cleanly; the output's tail after the last commit is not read"
@@ -1027,6 +1029,23 @@ mod tests {
         output.committed(&mark);
         output.append(LINE_B.as_bytes()).unwrap();
         assert_eq!(scratch.bytes(), format!("{before}{foreign}\n{LINE_B}"));
+    }
+
+    /// A run killed before its first checkpoint (the lock file says so)
+    /// appended nothing: the next run, the first with a mark, cuts no
+    /// partial line that comes after that mark.
+    #[test]
+    fn without_a_checkpoint_an_unclean_end_left_no_line_of_ours() {
+        let scratch = Scratch::new("first-unclean");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mut output = Output::File(scratch.open("A"));
+        assert!(output.recover(None, true).unwrap().is_empty());
+        let mark = output.mark().unwrap().unwrap();
+        output.committed(&mark);
+        let foreign = "{\"event_ty";
+        std::fs::write(scratch.out(), format!("{LINE_A}{foreign}")).unwrap();
+        output.append(LINE_A2.as_bytes()).unwrap();
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{foreign}\n{LINE_A2}"));
     }
 
     #[test]
