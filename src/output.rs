@@ -541,10 +541,17 @@ impl OutputFile {
             return Ok(None);
         }
         // A newline at `mark.size - 1` or later ends what came before the
-        // mark; without one, the partial line began before it.
-        let start = match self.last_newline(mark.size.saturating_sub(1), size)? {
+        // mark; without one, the partial line began before it. A torn line
+        // of ours is shorter than our longest line: without a newline that
+        // close to the end the partial line is someone else's (and it is
+        // not read back to its start, which may be gigabytes away).
+        let from = mark
+            .size
+            .saturating_sub(1)
+            .max(size.saturating_sub(MAX_OWN_LINE as u64 + 1));
+        let start = match self.last_newline(from, size)? {
             Some(pos) => pos + 1,
-            None if mark.size == 0 => 0,
+            None if mark.size == 0 && from == 0 => 0,
             None => return Ok(None),
         };
         let longest = self
@@ -1046,6 +1053,36 @@ mod tests {
         std::fs::write(scratch.out(), format!("{LINE_A}{foreign}")).unwrap();
         output.append(LINE_A2.as_bytes()).unwrap();
         assert_eq!(scratch.bytes(), format!("{LINE_A}{foreign}\n{LINE_A2}"));
+    }
+
+    /// A torn line of ours is shorter than the longest line we write: a
+    /// partial line that begins like ours but is longer (here with a sparse
+    /// hole) is someone else's, kept, and not read back to its start.
+    #[test]
+    fn a_partial_line_longer_than_any_of_ours_is_kept() {
+        let scratch = Scratch::new("long-partial");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        let start = &LINE_A2[..60];
+        std::fs::write(scratch.out(), format!("{LINE_A}{start}")).unwrap();
+        let size = (LINE_A.len() + MAX_OWN_LINE + 1) as u64;
+        File::options()
+            .write(true)
+            .open(scratch.out())
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        committed_at(&scratch, &mark)
+            .append(LINE_A2.as_bytes())
+            .unwrap();
+        let file = File::open(scratch.out()).unwrap();
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            size + 1 + LINE_A2.len() as u64
+        );
+        let mut head = vec![0u8; LINE_A.len() + start.len()];
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(head, format!("{LINE_A}{start}").as_bytes());
     }
 
     #[test]
