@@ -8,9 +8,11 @@
 //! - A batch cut short by an error (full disk, file size limit) is taken back
 //!   only if the file grew by exactly the bytes written and they read back
 //!   as ours; otherwise they stay, with a warning.
-//! - A partial last line (no newline) is removed only if it starts at or after
-//!   the checkpoint's mark of the same file and begins like one of this
-//!   tenant's lines: a writer of ours died mid-line. Any other partial line is
+//! - A partial last line (no newline) is removed only if the previous run
+//!   ended uncleanly and this run has not appended yet, and the line starts
+//!   at or after the checkpoint's mark of the same file, begins like one of
+//!   this tenant's lines and is shorter than the longest line of ours: a
+//!   writer of ours died mid-line. Any other partial line is
 //!   left byte for byte and the batch starts with a newline, so our lines
 //!   still start on a line of their own. Bytes a newline ends are never cut.
 //! - A run with nothing to append does not write, truncate or lock the file
