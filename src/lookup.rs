@@ -229,20 +229,23 @@ impl Lookups {
                         continue;
                     }
                 };
-                // However many pages the list has, `devices` stays within
-                // one answer's size: the recipes' shippers take the longest
-                // line whole on that bound (an item and one answer).
-                if value.len() + item.len() + 2 > MAX_BODY as usize {
+                let before = value.len();
+                if value.len() > 1 {
+                    value.push(b',');
+                }
+                push_compact(&mut value, item.as_bytes());
+                // However many pages the list has, `devices` as written
+                // (escapes make a device longer than in the answer) stays
+                // within one answer's size: the bound of the longest line
+                // that recovery and the recipes' shippers rely on.
+                if value.len() + 1 > MAX_BODY as usize {
+                    value.truncate(before);
                     left_out.get_or_insert_with(|| {
                         format!("\"devices\" would be longer than {} MiB", MAX_BODY >> 20)
                     });
                     left_out_devices += 1;
                     continue;
                 }
-                if value.len() > 1 {
-                    value.push(b',');
-                }
-                push_compact(&mut value, item.as_bytes());
             }
             let more = !page.is_empty()
                 && page

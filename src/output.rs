@@ -8,9 +8,11 @@
 //! - A batch cut short by an error (full disk, file size limit) is taken back
 //!   only if the file grew by exactly the bytes written and they read back
 //!   as ours; otherwise they stay, with a warning.
-//! - A partial last line (no newline) is removed only if it starts at or after
-//!   the checkpoint's mark of the same file and begins like one of this
-//!   tenant's lines: a writer of ours died mid-line. Any other partial line is
+//! - A partial last line (no newline) is removed only if the previous run
+//!   ended uncleanly and this run has not appended yet, and the line starts
+//!   at or after the checkpoint's mark of the same file, begins like one of
+//!   this tenant's lines and is shorter than the longest line of ours: a
+//!   writer of ours died mid-line. Any other partial line is
 //!   left byte for byte and the batch starts with a newline, so our lines
 //!   still start on a line of their own. Bytes a newline ends are never cut.
 //! - A run with nothing to append does not write, truncate or lock the file
@@ -50,9 +52,12 @@ use std::time::Duration;
 /// several whole lines, each with its own IDs and times.
 const FINGERPRINT_LEN: u64 = 4096;
 
-/// No line of ours is longer: an item comes from an answer of at most
-/// `MAX_BODY` bytes, and escaping a line separator at most triples its bytes.
-const MAX_OWN_LINE: usize = 3 * crate::api::MAX_BODY as usize + 4096;
+/// No line of ours is longer: an item and a lookup's value (details, or
+/// devices capped at `MAX_BODY` as written), each from an answer of at most
+/// `MAX_BODY` bytes and at most tripled in the line (U+0085 becomes
+/// `\u0085`, a byte not UTF-8 becomes U+FFFD); the prefix and the added key
+/// fit in the rest.
+const MAX_OWN_LINE: usize = 2 * 3 * crate::api::MAX_BODY as usize + 4096;
 
 /// The marker's name in the state directory.
 pub const PENDING_MARKER: &str = "appending";
@@ -89,9 +94,10 @@ pub struct OutputFile {
     committed: Option<OutputMark>,
     pending: PendingMarker,
     /// The previous run of this state directory did not end cleanly (its
-    /// marker, or the lock file, says so): only then can a partial line at
-    /// the end be a torn line of ours. After a clean end it is someone
-    /// else's, however much it looks like ours.
+    /// marker, or the lock file, says so) and this run has not appended yet:
+    /// only then can a partial line at the end be a torn line of ours. After
+    /// a clean end, or once this run has appended, it is someone else's,
+    /// however much it looks like ours.
     unclean_end: bool,
     /// The last mark was put before a partial line of ours, left for the
     /// next append to cut (an idle run appends nothing).
@@ -537,10 +543,17 @@ impl OutputFile {
             return Ok(None);
         }
         // A newline at `mark.size - 1` or later ends what came before the
-        // mark; without one, the partial line began before it.
-        let start = match self.last_newline(mark.size.saturating_sub(1), size)? {
+        // mark; without one, the partial line began before it. A torn line
+        // of ours is shorter than our longest line: without a newline that
+        // close to the end the partial line is someone else's (and it is
+        // not read back to its start, which may be gigabytes away).
+        let from = mark
+            .size
+            .saturating_sub(1)
+            .max(size.saturating_sub(MAX_OWN_LINE as u64 + 1));
+        let start = match self.last_newline(from, size)? {
             Some(pos) => pos + 1,
-            None if mark.size == 0 => 0,
+            None if mark.size == 0 && from == 0 => 0,
             None => return Ok(None),
         };
         let longest = self
@@ -654,11 +667,13 @@ impl OutputFile {
         interrupted: bool,
     ) -> Result<Vec<RecoveredEvent>> {
         self.committed = committed.cloned();
-        self.unclean_end = interrupted || self.pending.present;
-        // First run with this state: nothing of ours can be uncommitted.
+        // First run with this state: nothing of ours can be uncommitted (a
+        // run saves its first mark before it appends), so whatever comes
+        // after the mark this run saves is someone else's.
         let Some(mark) = committed else {
             return Ok(Vec::new());
         };
+        self.unclean_end = interrupted || self.pending.present;
         if !interrupted && !self.pending.present {
             crate::debug!(
                 "the previous run ended cleanly; the output's tail after the last commit is not read"
@@ -998,6 +1013,80 @@ mod tests {
         assert_eq!(scratch.bytes(), format!("{LINE_A}{LINE_A2}"));
     }
 
+    /// After an unclean end only the first append can meet a torn line of
+    /// ours: once this run has appended, a partial line that comes later is
+    /// another program's, however much it looks like ours, and is kept; the
+    /// commit then clears the marker.
+    #[test]
+    fn after_this_runs_first_append_a_partial_line_is_someone_elses() {
+        let scratch = Scratch::new("later-partial");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        PendingMarker::in_dir(&scratch.0).set().unwrap();
+        let mut output = Output::File(committed_at(&scratch, &mark));
+        output.append(LINE_A2.as_bytes()).unwrap();
+        let mark = output.mark().unwrap().unwrap();
+        output.committed(&mark);
+        assert!(!scratch.0.join(PENDING_MARKER).exists());
+        // Another program's line, torn inside the start all tenants share.
+        let foreign = "{\"event_ty";
+        let before = scratch.bytes();
+        std::fs::write(scratch.out(), format!("{before}{foreign}")).unwrap();
+        // The commit's mark goes past it, not before it as before a line of ours.
+        let mark = output.mark().unwrap().unwrap();
+        assert_eq!(mark.size, (before.len() + foreign.len()) as u64);
+        output.committed(&mark);
+        output.append(LINE_B.as_bytes()).unwrap();
+        assert_eq!(scratch.bytes(), format!("{before}{foreign}\n{LINE_B}"));
+    }
+
+    /// A run killed before its first checkpoint (the lock file says so)
+    /// appended nothing: the next run, the first with a mark, cuts no
+    /// partial line that comes after that mark.
+    #[test]
+    fn without_a_checkpoint_an_unclean_end_left_no_line_of_ours() {
+        let scratch = Scratch::new("first-unclean");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mut output = Output::File(scratch.open("A"));
+        assert!(output.recover(None, true).unwrap().is_empty());
+        let mark = output.mark().unwrap().unwrap();
+        output.committed(&mark);
+        let foreign = "{\"event_ty";
+        std::fs::write(scratch.out(), format!("{LINE_A}{foreign}")).unwrap();
+        output.append(LINE_A2.as_bytes()).unwrap();
+        assert_eq!(scratch.bytes(), format!("{LINE_A}{foreign}\n{LINE_A2}"));
+    }
+
+    /// A torn line of ours is shorter than the longest line we write: a
+    /// partial line that begins like ours but is longer (here with a sparse
+    /// hole) is someone else's, kept, and not read back to its start.
+    #[test]
+    fn a_partial_line_longer_than_any_of_ours_is_kept() {
+        let scratch = Scratch::new("long-partial");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        let start = &LINE_A2[..60];
+        std::fs::write(scratch.out(), format!("{LINE_A}{start}")).unwrap();
+        let size = (LINE_A.len() + MAX_OWN_LINE + 1) as u64;
+        File::options()
+            .write(true)
+            .open(scratch.out())
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        committed_at(&scratch, &mark)
+            .append(LINE_A2.as_bytes())
+            .unwrap();
+        let file = File::open(scratch.out()).unwrap();
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            size + 1 + LINE_A2.len() as u64
+        );
+        let mut head = vec![0u8; LINE_A.len() + start.len()];
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(head, format!("{LINE_A}{start}").as_bytes());
+    }
+
     #[test]
     fn other_tenants_torn_line_after_the_mark_is_kept_and_ended_by_a_newline() {
         let scratch = Scratch::new("foreign-torn");
@@ -1070,6 +1159,43 @@ mod tests {
         assert_eq!(found[0].key, "x1");
         let mut other = scratch.open("C");
         assert!(other.recover(Some(&mark), true).unwrap().is_empty());
+    }
+
+    /// The longest line the tool writes (an item and a detection's details,
+    /// each a whole answer of U+0085, which the line spells `\u0085`) is
+    /// still recognised as ours after a kill, not written again.
+    #[test]
+    fn the_longest_own_line_is_recovered() {
+        let scratch = Scratch::new("longest");
+        std::fs::write(scratch.out(), LINE_A).unwrap();
+        let mark = scratch.open("A").mark().unwrap();
+        let kind = *sources::ALL
+            .iter()
+            .find(|kind| kind.event_type == "detection")
+            .unwrap();
+        let filler = "\u{85}".repeat((crate::api::MAX_BODY as usize - 100) / 2);
+        let item = format!(
+            "{{\"Id\":\"x9\",\"ReceivedTime\":\"2024-05-14T09:00:00.000Z\",\"m\":\"{filler}\"}}"
+        );
+        let mut details = Vec::new();
+        sources::push_compact(&mut details, format!("{{\"d\":\"{filler}\"}}").as_bytes());
+        let mut line = Vec::new();
+        sources::push_line_adding(
+            &mut line,
+            &line_prefix(kind, "A"),
+            &item,
+            "details",
+            &details,
+        );
+        assert!(
+            line.len() > 5 * crate::api::MAX_BODY as usize,
+            "{}",
+            line.len()
+        );
+        scratch.open("A").append(&line).unwrap();
+        let found = scratch.open("A").recover(Some(&mark), true).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, "x9");
     }
 
     #[test]

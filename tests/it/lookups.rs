@@ -735,14 +735,24 @@ fn devices_repaired_or_left_out_are_counted_in_one_warning_per_threat() {
 /// the devices past it are left out, with one warning.
 #[test]
 fn devices_past_one_answers_size_are_left_out_with_one_warning() {
+    // 400 sightings at the line's time, 50 KB each: two pages of 10 MB.
+    devices_past_one_answers_size(&"x".repeat(50_000), 400);
+}
+
+/// The bound holds for `devices` as written: U+0085 (2 bytes in the answer)
+/// is `\u0085` (6 bytes) in the line, so fewer devices fit.
+#[test]
+fn devices_are_measured_as_written_with_their_escapes() {
+    devices_past_one_answers_size(&"\u{85}".repeat(25_000), 200);
+}
+
+fn devices_past_one_answers_size(padding: &str, sightings: usize) {
     let env = TestEnv::new();
     let last_found = threat_time(minutes_ago(3));
     let threat_item = threat(7, &last_found);
     let sha = threat_item["sha256"].as_str().unwrap().to_owned();
     env.fake.add_threats(vec![threat_item]);
-    // 400 sightings at the line's time, 50 KB each: two pages of 10 MB.
-    let padding = "x".repeat(50_000);
-    let devices: Vec<Value> = (0..400)
+    let devices: Vec<Value> = (0..sightings)
         .map(|i| json!({"id": format!("d{i}"), "date_found": last_found, "pad": padding}))
         .collect();
     env.fake.set_threat_devices(&sha, devices);
@@ -754,9 +764,9 @@ fn devices_past_one_answers_size_are_left_out_with_one_warning() {
     let text = &line[line.rfind(",\"devices\":").unwrap() + 11..line.len() - 1];
     assert!(text.len() <= 16 << 20, "{} bytes", text.len());
     // As many as fit, in the API's order.
-    let fit = (16 << 20) / serde_json::to_string(&written[0]).unwrap().len();
+    let fit = (16 << 20) / (text.len() / written.len());
     assert!(
-        written.len() + 2 >= fit && written.len() < 400,
+        written.len() + 2 >= fit && written.len() < sightings,
         "{}",
         written.len()
     );
@@ -768,7 +778,7 @@ fn devices_past_one_answers_size_are_left_out_with_one_warning() {
         .collect();
     assert_eq!(warnings.len(), 1, "{}", out.stderr);
     assert!(
-        warnings[0].contains(&format!("{} device(s)", 400 - written.len()))
+        warnings[0].contains(&format!("{} device(s)", sightings - written.len()))
             && warnings[0].contains("\"devices\" would be longer than 16 MiB"),
         "{}",
         warnings[0]

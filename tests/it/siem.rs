@@ -589,8 +589,10 @@ fn the_shippers_tail_the_file_the_units_write_as_json_lines() {
 }
 
 /// The longest line cylance-logs can write: an item and a lookup's answer,
-/// each from one API answer (16 MiB at most, `api::MAX_BODY`).
-const LONGEST_LINE: u64 = 2 * 16 * 1024 * 1024;
+/// each from one API answer (16 MiB at most, `api::MAX_BODY`) and each at
+/// most tripled in the line (U+0085 is written `\u0085`), with the prefix
+/// and the added key (`output::MAX_OWN_LINE`).
+const LONGEST_LINE: u64 = 2 * 3 * 16 * 1024 * 1024 + 4096;
 
 /// A shipper that cuts or drops a long line loses that event without a
 /// word in the SIEM: Vector drops lines over 100 KiB by default, Filebeat
