@@ -152,12 +152,20 @@ impl DeadLetter {
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            // O_NONBLOCK: a FIFO planted at the name must not hang the run
+            // (no effect on a regular file's writes).
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(&self.path)
             .and_then(|mut file| {
+                let meta = file.metadata()?;
+                if !meta.is_file() {
+                    return Err(std::io::Error::other(
+                        "it is not a regular file; refused, move it away",
+                    ));
+                }
                 // Items may be sensitive: not into another file's bytes
                 // through a second name (a hard link).
-                if file.metadata()?.nlink() > 1 {
+                if meta.nlink() > 1 {
                     return Err(std::io::Error::other(
                         "it has other names (hard links); refused, move it away",
                     ));
@@ -166,10 +174,18 @@ impl DeadLetter {
                 file.sync_all()
             })
             .map_err(|err| {
+                // A FIFO without a reader fails the open itself (ENXIO).
+                let special = std::fs::symlink_metadata(&self.path)
+                    .is_ok_and(|meta| !meta.is_file() && !meta.is_symlink());
+                let why = if special {
+                    "it is not a regular file; refused, move it away".to_string()
+                } else {
+                    err.to_string()
+                };
                 fail(
                     ExitKind::Io,
                     format!(
-                        "cannot append rejected items to {}: {err}",
+                        "cannot append rejected items to {}: {why}",
                         self.path.display()
                     ),
                 )

@@ -560,6 +560,38 @@ fn a_hard_linked_lock_or_dead_letter_file_is_refused_and_the_other_file_untouche
     );
 }
 
+/// A FIFO at `rejected.jsonl` hung the run on its open (no reader): it is
+/// refused at once with 74, nothing committed.
+#[test]
+fn a_fifo_dead_letter_file_is_refused_at_once() {
+    let env = TestEnv::new();
+    env.run(&["poll"]).expect(0);
+    let fifo = env.state_dir().join("rejected.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    env.fake
+        .add_raw_threat("B1", &threat_time(minutes_ago(2)), b"\"just a string\"");
+    let mut child = env.spawn(&["poll"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the run hung on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = env.finish(child).expect(74);
+    assert!(
+        out.error_line().contains("rejected.jsonl")
+            && out.error_line().contains("not a regular file"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_symlinked_checkpoint_temp_is_replaced_not_followed() {
     let env = TestEnv::new();
