@@ -143,16 +143,15 @@ fn only_the_sighting_at_last_found_as_an_instant_and_a_refound_threat_carries_it
     assert_eq!(new_sighting[0]["date_found"], again.as_str());
 }
 
-#[test]
-fn every_page_of_a_long_device_list_is_read_and_costs_one_request_each() {
-    let env = TestEnv::new();
+/// One new threat with 450 sightings, 3 pages of 200: the two at its
+/// `last_found` (devices 7 and 430) on pages 1 and 3, the others a day
+/// older; the fake pretty-prints the page 2 answer. Its sha256 and devices.
+fn threat_with_a_long_device_list(env: &TestEnv) -> (String, Vec<Value>) {
     let when = minutes_ago(4);
     let at = threat_time(when);
     let item = threat(2, &at);
     let sha = item["sha256"].as_str().unwrap().to_owned();
     env.fake.add_threats(vec![item]);
-    // 450 sightings: 3 pages of 200; the ones at `at` on pages 1 and 3,
-    // the page 2 answer pretty-printed by the fake.
     let old = threat_time(when - TimeDelta::days(1));
     let devices: Vec<Value> = (0..450u64)
         .map(|i| {
@@ -161,6 +160,13 @@ fn every_page_of_a_long_device_list_is_read_and_costs_one_request_each() {
         })
         .collect();
     env.fake.set_threat_devices(&sha, devices.clone());
+    (sha, devices)
+}
+
+#[test]
+fn every_page_of_a_long_device_list_is_read_and_costs_one_request_each() {
+    let env = TestEnv::new();
+    let (sha, devices) = threat_with_a_long_device_list(&env);
     let out = env.run(&["poll", "--sources", "threats"]).expect(0);
     let lines = raw_lines(&env);
     assert_eq!(
@@ -185,20 +191,7 @@ fn a_device_list_that_ignores_page_is_76_and_the_line_waits_for_the_next_poll() 
     // unnumbered: pages 1 and 2, the repeat seen once both are in.
     for (fault, requests) in [(Fault::PageOne, 4), (Fault::PageOneUnnumbered, 2)] {
         let env = TestEnv::new();
-        let when = minutes_ago(4);
-        let at = threat_time(when);
-        let item = threat(2, &at);
-        let sha = item["sha256"].as_str().unwrap().to_owned();
-        env.fake.add_threats(vec![item]);
-        // 450 sightings, 3 pages; the ones at `at` on pages 1 and 3.
-        let old = threat_time(when - TimeDelta::days(1));
-        let devices: Vec<Value> = (0..450u64)
-            .map(|i| {
-                let found = if i == 7 || i == 430 { &at } else { &old };
-                threat_device(i % 12, found, &format!("C:\\copy-{i}.exe"))
-            })
-            .collect();
-        env.fake.set_threat_devices(&sha, devices.clone());
+        let (sha, devices) = threat_with_a_long_device_list(&env);
         let path = format!("/threats/v2/{sha}/devices");
         for _ in 0..requests {
             env.fake.push_fault(&path, fault.clone());

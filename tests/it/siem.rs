@@ -558,13 +558,7 @@ fn the_shippers_tail_the_file_the_units_write_as_json_lines() {
     assert!(lines.contains(&"output.elasticsearch:"), "{FILEBEAT}");
 
     // The Sidecar configuration in docs/graylog.md.
-    let md = read_doc("docs/graylog.md");
-    let sidecar = md
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|block| block.split("```").next())
-        .expect("docs/graylog.md shows a Filebeat configuration");
-    let sidecar = strip_comments(sidecar, "#");
+    let sidecar = strip_comments(&graylog_sidecar(), "#");
     let sidecar: Vec<&str> = sidecar.lines().collect();
     assert!(sidecar.iter().any(|l| l.trim() == "- type: filestream"));
     assert_eq!(
@@ -586,6 +580,16 @@ fn the_shippers_tail_the_file_the_units_write_as_json_lines() {
         .map(String::from)
         .collect();
     assert_eq!(included, tailed, "{VECTOR} include");
+}
+
+/// The Filebeat (Sidecar) configuration docs/graylog.md shows.
+fn graylog_sidecar() -> String {
+    read_doc("docs/graylog.md")
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("docs/graylog.md shows a Filebeat configuration")
+        .to_string()
 }
 
 /// The longest line cylance-logs can write: an item and a lookup's answer,
@@ -625,13 +629,8 @@ fn the_shippers_take_the_longest_line_whole() {
     assert!(setting(VECTOR, source, "max_line_bytes =") >= LONGEST_LINE);
     let filebeat = read_doc(FILEBEAT);
     assert!(setting(FILEBEAT, &filebeat, "message_max_bytes:") >= LONGEST_LINE);
-    let md = read_doc("docs/graylog.md");
-    let sidecar = md
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|block| block.split("```").next())
-        .expect("docs/graylog.md shows a Filebeat configuration");
-    assert!(setting("docs/graylog.md", sidecar, "message_max_bytes:") >= LONGEST_LINE);
+    let sidecar = graylog_sidecar();
+    assert!(setting("docs/graylog.md", &sidecar, "message_max_bytes:") >= LONGEST_LINE);
 }
 
 #[test]
