@@ -460,6 +460,23 @@ mod tests {
         }
     }
 
+    /// The numbers of the pages `pager` hands over for the threats list,
+    /// stopping after page `stop_after` when given.
+    fn page_numbers(pager: &Pager, stop_after: Option<u32>) -> Vec<u32> {
+        let mut pages = Vec::new();
+        pager
+            .read(&threats(), |at| {
+                pages.push(at.number);
+                Ok(if Some(at.number) == stop_after {
+                    Flow::Stop
+                } else {
+                    Flow::Next
+                })
+            })
+            .unwrap();
+        pages
+    }
+
     /// The pages a read hands over from a server answering `body(url)`,
     /// or its error; and the requests the server saw.
     fn read_all(body: fn(&str) -> &'static str) -> (Result<Vec<u32>>, Vec<String>) {
@@ -543,14 +560,7 @@ mod tests {
         });
         let client = Arc::new(server.client());
         let pager = Pager::new(Arc::clone(&client), RunControl::install(None).unwrap(), 1);
-        let mut pages = Vec::new();
-        pager
-            .read(&threats(), |at| {
-                pages.push(at.number);
-                Ok(Flow::Next)
-            })
-            .unwrap();
-        assert_eq!(pages, [1, 2, 3, 4]);
+        assert_eq!(page_numbers(&pager, None), [1, 2, 3, 4]);
         // One request at a time, each page given back once handed over: the
         // four answers were all read into one buffer. Keeping the page before
         // for the comparison would have needed a second.
@@ -566,14 +576,7 @@ mod tests {
             RunControl::install(None).unwrap(),
             0,
         );
-        let mut pages = Vec::new();
-        pager
-            .read(&threats(), |at| {
-                pages.push(at.number);
-                Ok(Flow::Next)
-            })
-            .unwrap();
-        assert_eq!(pages, [1, 2, 3, 4, 5]);
+        assert_eq!(page_numbers(&pager, None), [1, 2, 3, 4, 5]);
         assert_eq!(pager.workers.threads.lock().unwrap().len(), 1);
     }
 
@@ -584,18 +587,7 @@ mod tests {
         let client = Arc::new(server.client());
         let control = RunControl::install(None).unwrap();
         let pager = Pager::new(client, control, 4);
-        let mut pages = Vec::new();
-        pager
-            .read(&threats(), |at| {
-                pages.push(at.number);
-                Ok(if at.number == 2 {
-                    Flow::Stop
-                } else {
-                    Flow::Next
-                })
-            })
-            .unwrap();
-        assert_eq!(pages, [1, 2]);
+        assert_eq!(page_numbers(&pager, Some(2)), [1, 2]);
         // Pages 2 to 5 were queued at once (--concurrency 4). Those a worker
         // had taken when page 2 said stop (all of them, unless the machine
         // is busy) were waited for although nobody wanted them any more;
@@ -622,14 +614,7 @@ mod tests {
         let workers = || pager.workers.threads.lock().unwrap().len();
         assert_eq!(workers(), 0, "no worker before a page 2 is wanted");
         for _ in 0..2 {
-            let mut pages = Vec::new();
-            pager
-                .read(&threats(), |at| {
-                    pages.push(at.number);
-                    Ok(Flow::Next)
-                })
-                .unwrap();
-            assert_eq!(pages, [1, 2, 3, 4, 5]);
+            assert_eq!(page_numbers(&pager, None), [1, 2, 3, 4, 5]);
             assert_eq!(workers(), 3);
         }
         assert_eq!(answered.load(Ordering::SeqCst), 10);
