@@ -66,6 +66,8 @@ pub struct Lookups {
     control: RunControl,
     slots: Arc<Slots>,
     concurrency: usize,
+    /// A refused thread was warned about: once a run, not once a group.
+    threads_refused: AtomicBool,
 }
 
 impl Lookups {
@@ -80,6 +82,7 @@ impl Lookups {
             control,
             slots,
             concurrency: concurrency.max(1) as usize,
+            threads_refused: AtomicBool::new(false),
         }
     }
 
@@ -129,10 +132,12 @@ impl Lookups {
                     match std::thread::Builder::new().spawn_scoped(scope, work) {
                         Ok(_) => started += 1,
                         Err(err) => {
-                            crate::warn!(
-                                "cannot start more than {started} of {workers} lookup threads: \
-                                 {err}; going on with those"
-                            );
+                            if !self.threads_refused.swap(true, Ordering::Relaxed) {
+                                crate::warn!(
+                                    "cannot start more than {started} of {workers} lookup \
+                                     threads: {err}; going on with those (said once a run)"
+                                );
+                            }
                             break;
                         }
                     }
