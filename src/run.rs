@@ -513,9 +513,6 @@ impl Run {
                 Direction::OldestFirst => [(start, middle), (middle, end)],
                 Direction::NewestFirst => [(middle, end), (start, middle)],
             };
-            // What the first page wrote counts towards the half it fell in;
-            // counting it once here keeps the totals right.
-            self.checkpoint_state(kind).events_written += written;
             for (from, to) in halves {
                 self.walk(at, from, to, direction)?;
             }
@@ -546,7 +543,6 @@ impl Run {
         // forward, backfill backward.
         state.cursor = state.cursor.max(end);
         state.covered_since = state.covered_since.min(start);
-        state.events_written += written;
         state.last_success = Some(Utc::now());
         source.seen.retain(|_, time| state.keeps(*time, overlap));
         if written > 0 {
@@ -658,7 +654,6 @@ impl Run {
             stable &= *first_size.get_or_insert(size) == size;
             let outcome = self.process_page(at, Place::Snapshot(time), at_page)?;
             if outcome.written > 0 {
-                self.checkpoint_state(kind).events_written += outcome.written;
                 self.commit()?;
             }
             Ok(Flow::Next)
@@ -807,7 +802,6 @@ impl Run {
             Some(_) => LOOKUP_GROUP_PER_SLOT * self.settings.concurrency.max(1) as usize,
             None => chosen.len().max(1),
         };
-        let mut lookup_requests = 0;
         for group in chosen.chunks_mut(group_len) {
             let answers = match lookup {
                 None => None,
@@ -820,7 +814,7 @@ impl Run {
                         })
                         .collect();
                     let answers = self.lookups.answers(lookup, kind, &asks)?;
-                    lookup_requests += answers.requests;
+                    self.sources[at].tally.lookups += answers.requests;
                     Some((lookup, answers))
                 }
             };
@@ -850,10 +844,16 @@ impl Run {
                 if let Some(key) = chosen.key.take() {
                     source.seen.insert(key, chosen.time);
                 }
-                outcome.written += 1;
             }
             self.output.append(&lines)?;
             self.line_buffer = lines;
+            // Counted as appended, not once the page or slice is done: after
+            // a failure in a later group (75), `finish` commits these lines'
+            // keys, so no later run writes or counts them again.
+            let appended = group.len() as u64;
+            outcome.written += appended;
+            self.sources[at].tally.events += appended;
+            self.checkpoint_state(kind).events_written += appended;
         }
         if replaced_utf8 > 0 {
             crate::warn!(
@@ -886,8 +886,6 @@ impl Run {
         let source = &mut self.sources[at];
         let expected = *source.expected_pages.get_or_insert(total_pages);
         source.tally.pages += 1;
-        source.tally.events += outcome.written;
-        source.tally.lookups += lookup_requests;
         let (pages, events, lookups) = (
             source.tally.pages,
             source.tally.events,

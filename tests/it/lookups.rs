@@ -414,6 +414,49 @@ fn a_lookup_failing_past_the_retry_budget_exits_75_and_the_next_run_writes_that_
     }
 }
 
+/// A lookup failing in a later group of a page leaves that page's first
+/// groups appended and their keys committed, so no later run writes or
+/// counts them: this run's summary and `events_written` must count them, or
+/// the file holds more events than the operator is told, for good.
+#[test]
+fn a_run_stopped_amid_a_page_counts_the_lines_it_appended() {
+    let env = TestEnv::new();
+    let found = threats(0, 300, 5);
+    env.fake.add_threats(found.clone());
+    let on_page_2 = found[250]["sha256"].as_str().unwrap();
+    for _ in 0..5 {
+        env.fake.push_fault(
+            &format!("/threats/v2/{on_page_2}/devices"),
+            status(503, "<html>busy</html>"),
+        );
+    }
+    let out = env.run(&["poll", "--sources", "threats"]).expect(75);
+    let written = env.lines().len();
+    assert!((201..250).contains(&written), "{written} lines");
+    assert!(
+        out.stderr
+            .contains(&format!("poll stopped: threats {written} new (")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.checkpoint()["sources"]["threats"]["events_written"],
+        written
+    );
+    let out = env.run(&["poll", "--sources", "threats"]).expect(0);
+    assert!(
+        out.stderr
+            .contains(&format!("poll done: threats {} new (", 300 - written)),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.lines().len(), 300);
+    assert_eq!(
+        env.checkpoint()["sources"]["threats"]["events_written"],
+        300
+    );
+}
+
 /// Lookup requests: paths below a list (`/threats/v2/x/devices`, ...).
 fn lookup_requests(env: &TestEnv, since: usize) -> usize {
     env.fake.requests()[since..]
