@@ -148,6 +148,10 @@ struct Chosen<'a> {
     /// The dedupe key, when it enters `seen` only once the line is written
     /// (with a lookup); `None` when it entered at once.
     key: Option<String>,
+    /// Written with U+FFFD for bytes that were not UTF-8.
+    replaced_utf8: bool,
+    /// Written with `\ufffd` for lone surrogate escapes.
+    replaced_surrogates: bool,
 }
 
 /// One source's state for the run.
@@ -724,8 +728,6 @@ impl Run {
         // With a lookup, the keys chosen on this page, not yet in `seen`: an
         // item twice on one page is written once.
         let mut page_keys: HashSet<String> = HashSet::new();
-        let mut replaced_utf8 = 0u64;
-        let mut replaced_surrogates = 0u64;
         for item in page.items() {
             let scanned = match place {
                 Place::Window { .. } => kind.scan(item, &mut self.key_names),
@@ -780,18 +782,14 @@ impl Run {
                 slot.insert(time);
                 None
             };
-            if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
-                replaced_utf8 += 1;
-            }
-            if had_lone_surrogates {
-                replaced_surrogates += 1;
-            }
             chosen.push(Chosen {
                 item,
                 rewritten,
                 id: scan.id,
                 time,
                 key,
+                replaced_utf8: page.replaced_invalid_utf8 && item.contains('\u{FFFD}'),
+                replaced_surrogates: had_lone_surrogates,
             });
         }
         // With a lookup, a group of lines at a time: its lookups, then its
@@ -802,59 +800,68 @@ impl Run {
             Some(_) => LOOKUP_GROUP_PER_SLOT * self.settings.concurrency.max(1) as usize,
             None => chosen.len().max(1),
         };
-        for group in chosen.chunks_mut(group_len) {
-            let answers = match lookup {
-                None => None,
-                Some(lookup) => {
-                    let asks: Vec<Ask<'_>> = group
-                        .iter()
-                        .map(|c| Ask {
-                            id: &c.id,
-                            time: c.time,
-                        })
-                        .collect();
-                    let answers = self.lookups.answers(lookup, kind, &asks)?;
-                    self.sources[at].tally.lookups += answers.requests;
-                    Some((lookup, answers))
+        // Repairs are reported for the lines appended, also when a later
+        // group's lookup fails: the next run skips those lines as written.
+        let (mut replaced_utf8, mut replaced_surrogates) = (0u64, 0u64);
+        let groups_done = (|| -> Result<()> {
+            for group in chosen.chunks_mut(group_len) {
+                let answers = match lookup {
+                    None => None,
+                    Some(lookup) => {
+                        let asks: Vec<Ask<'_>> = group
+                            .iter()
+                            .map(|c| Ask {
+                                id: &c.id,
+                                time: c.time,
+                            })
+                            .collect();
+                        let answers = self.lookups.answers(lookup, kind, &asks)?;
+                        self.sources[at].tally.lookups += answers.requests;
+                        Some((lookup, answers))
+                    }
+                };
+                // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
+                let mut lines = std::mem::take(&mut self.line_buffer);
+                lines.clear();
+                let source = &mut self.sources[at];
+                for (i, chosen) in group.iter_mut().enumerate() {
+                    let item = chosen.rewritten.as_deref().unwrap_or(chosen.item);
+                    match (&answers, &snapshot_time) {
+                        (Some((lookup, answers)), _) => push_line_adding(
+                            &mut lines,
+                            &prefix,
+                            item,
+                            lookup.added_key(),
+                            &answers.values[i],
+                        ),
+                        (None, Some(time)) => push_line_adding(
+                            &mut lines,
+                            &prefix,
+                            item,
+                            SNAPSHOT_TIME_KEY,
+                            time.as_bytes(),
+                        ),
+                        (None, None) => push_line(&mut lines, &prefix, item),
+                    }
+                    if let Some(key) = chosen.key.take() {
+                        source.seen.insert(key, chosen.time);
+                    }
                 }
-            };
-            // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
-            let mut lines = std::mem::take(&mut self.line_buffer);
-            lines.clear();
-            let source = &mut self.sources[at];
-            for (i, chosen) in group.iter_mut().enumerate() {
-                let item = chosen.rewritten.as_deref().unwrap_or(chosen.item);
-                match (&answers, &snapshot_time) {
-                    (Some((lookup, answers)), _) => push_line_adding(
-                        &mut lines,
-                        &prefix,
-                        item,
-                        lookup.added_key(),
-                        &answers.values[i],
-                    ),
-                    (None, Some(time)) => push_line_adding(
-                        &mut lines,
-                        &prefix,
-                        item,
-                        SNAPSHOT_TIME_KEY,
-                        time.as_bytes(),
-                    ),
-                    (None, None) => push_line(&mut lines, &prefix, item),
-                }
-                if let Some(key) = chosen.key.take() {
-                    source.seen.insert(key, chosen.time);
-                }
+                self.output.append(&lines)?;
+                self.line_buffer = lines;
+                // Counted as appended, not once the page or slice is done: after
+                // a failure in a later group (75), `finish` commits these lines'
+                // keys, so no later run writes or counts them again.
+                let count = group.len() as u64;
+                outcome.written += count;
+                self.sources[at].tally.events += count;
+                self.checkpoint_state(kind).events_written += count;
+                replaced_utf8 += group.iter().filter(|c| c.replaced_utf8).count() as u64;
+                replaced_surrogates +=
+                    group.iter().filter(|c| c.replaced_surrogates).count() as u64;
             }
-            self.output.append(&lines)?;
-            self.line_buffer = lines;
-            // Counted as appended, not once the page or slice is done: after
-            // a failure in a later group (75), `finish` commits these lines'
-            // keys, so no later run writes or counts them again.
-            let appended = group.len() as u64;
-            outcome.written += appended;
-            self.sources[at].tally.events += appended;
-            self.checkpoint_state(kind).events_written += appended;
-        }
+            Ok(())
+        })();
         if replaced_utf8 > 0 {
             crate::warn!(
                 "{} page {number}: the answer held bytes that are not UTF-8; {replaced_utf8} \
@@ -870,6 +877,7 @@ impl Run {
                 kind.name
             );
         }
+        groups_done?;
         let source = &mut self.sources[at];
         for (why, item) in rejects {
             if self
