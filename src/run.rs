@@ -191,6 +191,9 @@ struct Run {
     /// Set when recovered lines belong to a source that has no state yet and
     /// is not fetched now: the mark must not move past them.
     keep_output_mark: bool,
+    /// Set when an append failed: `seen` may then hold keys of lines not
+    /// written, so `finish` commits nothing.
+    append_failed: bool,
     /// The lines of the page being written, reused.
     line_buffer: Vec<u8>,
     /// Scratch space for `Source::scan`, reused.
@@ -343,6 +346,7 @@ fn run_locked(
             started,
             progress: matches!(job, Job::Backfill { .. }).then(Progress::new),
             keep_output_mark,
+            append_failed: false,
             line_buffer: Vec::new(),
             key_names: Vec::new(),
             dead_letter: DeadLetter::new(&store.state_dir),
@@ -680,9 +684,9 @@ impl Run {
     /// Keys enter `seen` only once every lookup of their group is in, just
     /// before its append: a lookup that fails (75) leaves them out of `seen`,
     /// so the commit `finish` makes after a 75 cannot record a key whose
-    /// line was not written. If the append fails, the run ends with exit 74
-    /// and `finish` commits nothing, so no key of an unwritten line can
-    /// reach the checkpoint either.
+    /// line was not written. If the append fails (74, or 75 when the wait
+    /// for the output's lock ends), `finish` commits nothing, so no key of
+    /// an unwritten line can reach the checkpoint either.
     fn process_page(
         &mut self,
         at: usize,
@@ -714,7 +718,7 @@ impl Run {
         // lookups are answered: a lookup can fail (75), and `finish` commits after a
         // 75. Without one, at once (one map entry per item, as cheap as it
         // gets): nothing but the append can fail before the lines are
-        // written, and after a failed append (74) nothing is committed.
+        // written, and after a failed append nothing is committed.
         let deferred = lookup.is_some();
         let seen = &mut source.seen;
         let mut outcome = PageOutcome::default();
@@ -847,7 +851,10 @@ impl Run {
                         source.seen.insert(key, chosen.time);
                     }
                 }
-                self.output.append(&lines)?;
+                if let Err(err) = self.output.append(&lines) {
+                    self.append_failed = true;
+                    return Err(err);
+                }
                 self.line_buffer = lines;
                 // Counted as appended, not once the page or slice is done: after
                 // a failure in a later group (75), `finish` commits these lines'
@@ -936,11 +943,15 @@ impl Run {
 
     /// The last commit, also after a failure: what the finished slices did
     /// is kept, and `status` can tell how the run ended. Not after a failure
-    /// to write (74): the output may lack lines whose keys are in `seen` by
-    /// then (see `process_page`), and the checkpoint may be what failed.
+    /// to write (74) or a failed append (also 75, the wait for the output's
+    /// lock): the output may lack lines whose keys are in `seen` by then (see
+    /// `process_page`), and the checkpoint may be what failed.
     fn finish(&mut self, result: Result<()>) -> Result<()> {
         if let Some(progress) = &mut self.progress {
             progress.end_line();
+        }
+        if self.append_failed {
+            return result;
         }
         if result.as_ref().is_err_and(|err| {
             crate::error::is_kind(err, ExitKind::Checkpoint)
