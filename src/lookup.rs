@@ -1,13 +1,15 @@
-//! The lookups of one page's new lines: a request per line (and further
-//! pages of a long device list) whose answer the line carries at its end.
+//! The lookups of a group of a page's new lines: a request per line (and
+//! further pages of a long device list) whose answer the line carries at
+//! its end.
 //!
 //! `run.rs` calls [`Lookups::answers`] with a group of the lines a page will
 //! write (after the window filter and dedupe; a few per `--concurrency` slot,
 //! so that the answers held at once stay few) and writes none of them until
-//! every answer is in: a lookup that fails ends the page with that error, so
-//! no line is ever written without its lookup. Up to `--concurrency` lookups
-//! run at once, each holding one of the [`Slots`] the list pages hold too
-//! (so lists and lookups together have at most `--concurrency` requests in
+//! every answer is in: a lookup that fails ends the page with that error
+//! (the groups before it are written and counted), so no line is ever
+//! written without its lookup. Up to `--concurrency` lookups run at once,
+//! each holding one of the [`Slots`] the list pages hold too (so lists and
+//! lookups together have at most `--concurrency` requests in
 //! flight), each request paced by the client (`--max-rps`, shared with the
 //! lists); the answers come back in the lines' order.
 //!
@@ -51,7 +53,7 @@ pub struct Ask<'a> {
     pub time: DateTime<Utc>,
 }
 
-/// The answers of one page's lookups.
+/// The answers of one group's lookups.
 #[derive(Debug, Default)]
 pub struct Answers {
     /// Per ask, in order: the JSON text to add under the lookup's key.
@@ -88,7 +90,7 @@ impl Lookups {
 
     /// The answers to `asks`, in their order; the first failure (by ask
     /// order) when any lookup fails. Workers stop taking asks once one
-    /// failed: the page is not written, so the rest would be wasted.
+    /// failed: the group is not written, so the rest would be wasted.
     pub fn answers(&self, lookup: Lookup, source: SourceKind, asks: &[Ask<'_>]) -> Result<Answers> {
         let workers = self.concurrency.min(asks.len());
         let next = AtomicUsize::new(0);

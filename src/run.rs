@@ -148,6 +148,10 @@ struct Chosen<'a> {
     /// The dedupe key, when it enters `seen` only once the line is written
     /// (with a lookup); `None` when it entered at once.
     key: Option<String>,
+    /// Written with U+FFFD for bytes that were not UTF-8.
+    replaced_utf8: bool,
+    /// Written with `\ufffd` for lone surrogate escapes.
+    replaced_surrogates: bool,
 }
 
 /// One source's state for the run.
@@ -187,6 +191,9 @@ struct Run {
     /// Set when recovered lines belong to a source that has no state yet and
     /// is not fetched now: the mark must not move past them.
     keep_output_mark: bool,
+    /// Set when an append failed: `seen` may then hold keys of lines not
+    /// written, so `finish` commits nothing.
+    append_failed: bool,
     /// The lines of the page being written, reused.
     line_buffer: Vec<u8>,
     /// Scratch space for `Source::scan`, reused.
@@ -339,6 +346,7 @@ fn run_locked(
             started,
             progress: matches!(job, Job::Backfill { .. }).then(Progress::new),
             keep_output_mark,
+            append_failed: false,
             line_buffer: Vec::new(),
             key_names: Vec::new(),
             dead_letter: DeadLetter::new(&store.state_dir),
@@ -513,9 +521,6 @@ impl Run {
                 Direction::OldestFirst => [(start, middle), (middle, end)],
                 Direction::NewestFirst => [(middle, end), (start, middle)],
             };
-            // What the first page wrote counts towards the half it fell in;
-            // counting it once here keeps the totals right.
-            self.checkpoint_state(kind).events_written += written;
             for (from, to) in halves {
                 self.walk(at, from, to, direction)?;
             }
@@ -546,7 +551,6 @@ impl Run {
         // forward, backfill backward.
         state.cursor = state.cursor.max(end);
         state.covered_since = state.covered_since.min(start);
-        state.events_written += written;
         state.last_success = Some(Utc::now());
         source.seen.retain(|_, time| state.keeps(*time, overlap));
         if written > 0 {
@@ -658,7 +662,6 @@ impl Run {
             stable &= *first_size.get_or_insert(size) == size;
             let outcome = self.process_page(at, Place::Snapshot(time), at_page)?;
             if outcome.written > 0 {
-                self.checkpoint_state(kind).events_written += outcome.written;
                 self.commit()?;
             }
             Ok(Flow::Next)
@@ -681,9 +684,9 @@ impl Run {
     /// Keys enter `seen` only once every lookup of their group is in, just
     /// before its append: a lookup that fails (75) leaves them out of `seen`,
     /// so the commit `finish` makes after a 75 cannot record a key whose
-    /// line was not written. If the append fails, the run ends with exit 74
-    /// and `finish` commits nothing, so no key of an unwritten line can
-    /// reach the checkpoint either.
+    /// line was not written. If the append fails (74, or 75 when the wait
+    /// for the output's lock ends), `finish` commits nothing, so no key of
+    /// an unwritten line can reach the checkpoint either.
     fn process_page(
         &mut self,
         at: usize,
@@ -715,7 +718,7 @@ impl Run {
         // lookups are answered: a lookup can fail (75), and `finish` commits after a
         // 75. Without one, at once (one map entry per item, as cheap as it
         // gets): nothing but the append can fail before the lines are
-        // written, and after a failed append (74) nothing is committed.
+        // written, and after a failed append nothing is committed.
         let deferred = lookup.is_some();
         let seen = &mut source.seen;
         let mut outcome = PageOutcome::default();
@@ -729,8 +732,6 @@ impl Run {
         // With a lookup, the keys chosen on this page, not yet in `seen`: an
         // item twice on one page is written once.
         let mut page_keys: HashSet<String> = HashSet::new();
-        let mut replaced_utf8 = 0u64;
-        let mut replaced_surrogates = 0u64;
         for item in page.items() {
             let scanned = match place {
                 Place::Window { .. } => kind.scan(item, &mut self.key_names),
@@ -785,18 +786,14 @@ impl Run {
                 slot.insert(time);
                 None
             };
-            if page.replaced_invalid_utf8 && item.contains('\u{FFFD}') {
-                replaced_utf8 += 1;
-            }
-            if had_lone_surrogates {
-                replaced_surrogates += 1;
-            }
             chosen.push(Chosen {
                 item,
                 rewritten,
                 id: scan.id,
                 time,
                 key,
+                replaced_utf8: page.replaced_invalid_utf8 && item.contains('\u{FFFD}'),
+                replaced_surrogates: had_lone_surrogates,
             });
         }
         // With a lookup, a group of lines at a time: its lookups, then its
@@ -807,54 +804,71 @@ impl Run {
             Some(_) => LOOKUP_GROUP_PER_SLOT * self.settings.concurrency.max(1) as usize,
             None => chosen.len().max(1),
         };
-        let mut lookup_requests = 0;
-        for group in chosen.chunks_mut(group_len) {
-            let answers = match lookup {
-                None => None,
-                Some(lookup) => {
-                    let asks: Vec<Ask<'_>> = group
-                        .iter()
-                        .map(|c| Ask {
-                            id: &c.id,
-                            time: c.time,
-                        })
-                        .collect();
-                    let answers = self.lookups.answers(lookup, kind, &asks)?;
-                    lookup_requests += answers.requests;
-                    Some((lookup, answers))
+        // Repairs are reported for the lines appended, also when a later
+        // group's lookup fails: the next run skips those lines as written.
+        let (mut replaced_utf8, mut replaced_surrogates) = (0u64, 0u64);
+        let groups_done = (|| -> Result<()> {
+            for group in chosen.chunks_mut(group_len) {
+                let answers = match lookup {
+                    None => None,
+                    Some(lookup) => {
+                        let asks: Vec<Ask<'_>> = group
+                            .iter()
+                            .map(|c| Ask {
+                                id: &c.id,
+                                time: c.time,
+                            })
+                            .collect();
+                        let answers = self.lookups.answers(lookup, kind, &asks)?;
+                        self.sources[at].tally.lookups += answers.requests;
+                        Some((lookup, answers))
+                    }
+                };
+                // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
+                let mut lines = std::mem::take(&mut self.line_buffer);
+                lines.clear();
+                let source = &mut self.sources[at];
+                for (i, chosen) in group.iter_mut().enumerate() {
+                    let item = chosen.rewritten.as_deref().unwrap_or(chosen.item);
+                    match (&answers, &snapshot_time) {
+                        (Some((lookup, answers)), _) => push_line_adding(
+                            &mut lines,
+                            &prefix,
+                            item,
+                            lookup.added_key(),
+                            &answers.values[i],
+                        ),
+                        (None, Some(time)) => push_line_adding(
+                            &mut lines,
+                            &prefix,
+                            item,
+                            SNAPSHOT_TIME_KEY,
+                            time.as_bytes(),
+                        ),
+                        (None, None) => push_line(&mut lines, &prefix, item),
+                    }
+                    if let Some(key) = chosen.key.take() {
+                        source.seen.insert(key, chosen.time);
+                    }
                 }
-            };
-            // One buffer for the whole run, for the reason `ApiClient::recycle` gives.
-            let mut lines = std::mem::take(&mut self.line_buffer);
-            lines.clear();
-            let source = &mut self.sources[at];
-            for (i, chosen) in group.iter_mut().enumerate() {
-                let item = chosen.rewritten.as_deref().unwrap_or(chosen.item);
-                match (&answers, &snapshot_time) {
-                    (Some((lookup, answers)), _) => push_line_adding(
-                        &mut lines,
-                        &prefix,
-                        item,
-                        lookup.added_key(),
-                        &answers.values[i],
-                    ),
-                    (None, Some(time)) => push_line_adding(
-                        &mut lines,
-                        &prefix,
-                        item,
-                        SNAPSHOT_TIME_KEY,
-                        time.as_bytes(),
-                    ),
-                    (None, None) => push_line(&mut lines, &prefix, item),
+                if let Err(err) = self.output.append(&lines) {
+                    self.append_failed = true;
+                    return Err(err);
                 }
-                if let Some(key) = chosen.key.take() {
-                    source.seen.insert(key, chosen.time);
-                }
-                outcome.written += 1;
+                self.line_buffer = lines;
+                // Counted as appended, not once the page or slice is done: after
+                // a failure in a later group (75), `finish` commits these lines'
+                // keys, so no later run writes or counts them again.
+                let count = group.len() as u64;
+                outcome.written += count;
+                self.sources[at].tally.events += count;
+                self.checkpoint_state(kind).events_written += count;
+                replaced_utf8 += group.iter().filter(|c| c.replaced_utf8).count() as u64;
+                replaced_surrogates +=
+                    group.iter().filter(|c| c.replaced_surrogates).count() as u64;
             }
-            self.output.append(&lines)?;
-            self.line_buffer = lines;
-        }
+            Ok(())
+        })();
         if replaced_utf8 > 0 {
             crate::warn!(
                 "{} page {number}: the answer held bytes that are not UTF-8; {replaced_utf8} \
@@ -870,6 +884,7 @@ impl Run {
                 kind.name
             );
         }
+        groups_done?;
         let source = &mut self.sources[at];
         for (why, item) in rejects {
             if self
@@ -886,8 +901,6 @@ impl Run {
         let source = &mut self.sources[at];
         let expected = *source.expected_pages.get_or_insert(total_pages);
         source.tally.pages += 1;
-        source.tally.events += outcome.written;
-        source.tally.lookups += lookup_requests;
         let (pages, events, lookups) = (
             source.tally.pages,
             source.tally.events,
@@ -930,11 +943,15 @@ impl Run {
 
     /// The last commit, also after a failure: what the finished slices did
     /// is kept, and `status` can tell how the run ended. Not after a failure
-    /// to write (74): the output may lack lines whose keys are in `seen` by
-    /// then (see `process_page`), and the checkpoint may be what failed.
+    /// to write (74) or a failed append (also 75, the wait for the output's
+    /// lock): the output may lack lines whose keys are in `seen` by then (see
+    /// `process_page`), and the checkpoint may be what failed.
     fn finish(&mut self, result: Result<()>) -> Result<()> {
         if let Some(progress) = &mut self.progress {
             progress.end_line();
+        }
+        if self.append_failed {
+            return result;
         }
         if result.as_ref().is_err_and(|err| {
             crate::error::is_kind(err, ExitKind::Checkpoint)

@@ -271,6 +271,61 @@ fn an_output_locked_by_another_program_ends_at_max_runtime() {
     assert_eq!(env.lines().len(), 3);
 }
 
+/// Keys enter `seen` as their lines are put in the batch, before its
+/// append. An append that ended with 75 (the wait for the output's lock,
+/// at --max-runtime) was followed by `finish`'s commit, which recorded the
+/// keys of lines never written; no later run wrote those events. Here the
+/// commit needs no lock on the output (recovered lines of a source with no
+/// state keep the mark where it is), so nothing else stops it.
+#[test]
+fn an_append_that_ends_with_75_commits_no_key_of_its_lines() {
+    let env = TestEnv::new();
+    env.fake.add_detections(detections(0, 20, 3));
+    env.fake.add_threats(threats(0, 20, 3));
+    env.fake.set_delay(Duration::from_millis(300));
+    // Killed once its first group of detections is appended, before any
+    // commit: those lines are past the mark, and detections have no state.
+    let mut child = env.spawn(&[
+        "poll",
+        "--sources",
+        "detections",
+        "--enrich",
+        "detection-details",
+    ]);
+    let started = std::time::Instant::now();
+    while std::fs::metadata(env.output()).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing appended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Polling threats only, with the output locked once its recovery is done.
+    let child = env.spawn(&["poll", "--sources", "threats", "--max-runtime", "3s"]);
+    std::thread::sleep(Duration::from_millis(400));
+    let holder = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.output())
+        .unwrap();
+    holder.lock().unwrap();
+    let out = wait_within(&env, child, Duration::from_secs(10)).expect(75);
+    assert!(
+        out.error_line().contains("lock on the output file"),
+        "{}",
+        out.stderr
+    );
+    holder.unlock().unwrap();
+    env.fake.set_delay(Duration::ZERO);
+    env.run(&["poll", "--sources", "threats,detections"])
+        .expect(0);
+    let lines = env.lines();
+    assert_each_once(&lines);
+    assert_eq!(count_type(&lines, "threat"), 20);
+    assert_eq!(count_type(&lines, "detection"), 20);
+}
+
 /// Waits up to `limit` for `child`; kills it and fails if it is still running.
 fn wait_within(env: &TestEnv, mut child: std::process::Child, limit: Duration) -> Outcome {
     let started = std::time::Instant::now();

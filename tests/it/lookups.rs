@@ -414,6 +414,82 @@ fn a_lookup_failing_past_the_retry_budget_exits_75_and_the_next_run_writes_that_
     }
 }
 
+/// A lookup failing in a later group of a page leaves that page's first
+/// groups appended and their keys committed, so no later run writes or
+/// counts them: this run's summary and `events_written` must count them, or
+/// the file holds more events than the operator is told, for good.
+#[test]
+fn a_run_stopped_amid_a_page_counts_the_lines_it_appended() {
+    let env = TestEnv::new();
+    let found = threats(0, 300, 5);
+    env.fake.add_threats(found.clone());
+    let on_page_2 = found[250]["sha256"].as_str().unwrap();
+    for _ in 0..5 {
+        env.fake.push_fault(
+            &format!("/threats/v2/{on_page_2}/devices"),
+            status(503, "<html>busy</html>"),
+        );
+    }
+    let out = env.run(&["poll", "--sources", "threats"]).expect(75);
+    let written = env.lines().len();
+    assert!((201..250).contains(&written), "{written} lines");
+    assert!(
+        out.stderr
+            .contains(&format!("poll stopped: threats {written} new (")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.checkpoint()["sources"]["threats"]["events_written"],
+        written
+    );
+    let out = env.run(&["poll", "--sources", "threats"]).expect(0);
+    assert!(
+        out.stderr
+            .contains(&format!("poll done: threats {} new (", 300 - written)),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.lines().len(), 300);
+    assert_eq!(
+        env.checkpoint()["sources"]["threats"]["events_written"],
+        300
+    );
+}
+
+/// An item repaired on its way out (a lone surrogate escape written as
+/// `\ufffd`) is reported by the run that writes it, also when a lookup
+/// fails in a later group of its page: the next run skips it as written, so
+/// it would never be reported.
+#[test]
+fn a_repaired_item_is_reported_when_a_later_group_of_its_page_fails() {
+    let env = TestEnv::new();
+    let found = threats(0, 20, 3);
+    env.fake.add_threats(found.clone());
+    let at = threat_time(minutes_ago(1));
+    let repaired = format!(r#"{{"sha256":"S1","last_found":"{at}","name":"a\ud800b.exe"}}"#);
+    // The newest, so in the page's first group.
+    env.fake.add_raw_threat("S1", &at, repaired.as_bytes());
+    // The oldest, so in the page's last group.
+    let last = found[19]["sha256"].as_str().unwrap();
+    for _ in 0..5 {
+        env.fake.push_fault(
+            &format!("/threats/v2/{last}/devices"),
+            status(503, "<html>busy</html>"),
+        );
+    }
+    let out = env.run(&["poll", "--sources", "threats"]).expect(75);
+    let lines = env.lines();
+    assert!(lines.iter().any(|l| l["sha256"] == "S1"), "{}", out.stderr);
+    assert!(lines.len() < 21, "{} lines", lines.len());
+    assert!(
+        out.stderr
+            .contains("threats page 1: 1 item(s) held lone surrogate escapes"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Lookup requests: paths below a list (`/threats/v2/x/devices`, ...).
 fn lookup_requests(env: &TestEnv, since: usize) -> usize {
     env.fake.requests()[since..]
