@@ -357,19 +357,30 @@ fn check_tries_each_lookup_once_or_says_why_not() {
     assert_eq!(lookups, 1);
 }
 
-#[test]
-fn a_lookup_failing_past_the_retry_budget_exits_75_and_the_next_run_writes_that_page_once() {
-    let env = TestEnv::new();
-    // 300 threats: page 1 (200) and page 2 (100), newest first.
-    let found = threats(0, 300, 5);
-    env.fake.add_threats(found.clone());
-    let on_page_2 = found[250]["sha256"].as_str().unwrap();
+/// The devices lookup of threat `sha` fails past the retry budget (five
+/// 503s), once.
+fn devices_lookup_fails(env: &TestEnv, sha: &str) {
     for _ in 0..5 {
         env.fake.push_fault(
-            &format!("/threats/v2/{on_page_2}/devices"),
+            &format!("/threats/v2/{sha}/devices"),
             status(503, "<html>busy</html>"),
         );
     }
+}
+
+/// 300 threats, page 1 (200) and page 2 (100), newest first; the lookup of
+/// the 51st on page 2 fails past the retry budget once. The threats.
+fn threats_whose_lookup_fails_on_page_2(env: &TestEnv) -> Vec<Value> {
+    let found = threats(0, 300, 5);
+    env.fake.add_threats(found.clone());
+    devices_lookup_fails(env, found[250]["sha256"].as_str().unwrap());
+    found
+}
+
+#[test]
+fn a_lookup_failing_past_the_retry_budget_exits_75_and_the_next_run_writes_that_page_once() {
+    let env = TestEnv::new();
+    let found = threats_whose_lookup_fails_on_page_2(&env);
     let out = env.run(&["poll", "--sources", "threats"]).expect(75);
     assert!(
         out.error_line().contains("gave up after 5 attempts"),
@@ -421,15 +432,7 @@ fn a_lookup_failing_past_the_retry_budget_exits_75_and_the_next_run_writes_that_
 #[test]
 fn a_run_stopped_amid_a_page_counts_the_lines_it_appended() {
     let env = TestEnv::new();
-    let found = threats(0, 300, 5);
-    env.fake.add_threats(found.clone());
-    let on_page_2 = found[250]["sha256"].as_str().unwrap();
-    for _ in 0..5 {
-        env.fake.push_fault(
-            &format!("/threats/v2/{on_page_2}/devices"),
-            status(503, "<html>busy</html>"),
-        );
-    }
+    threats_whose_lookup_fails_on_page_2(&env);
     let out = env.run(&["poll", "--sources", "threats"]).expect(75);
     let written = env.lines().len();
     assert!((201..250).contains(&written), "{written} lines");
@@ -471,13 +474,7 @@ fn a_repaired_item_is_reported_when_a_later_group_of_its_page_fails() {
     // The newest, so in the page's first group.
     env.fake.add_raw_threat("S1", &at, repaired.as_bytes());
     // The oldest, so in the page's last group.
-    let last = found[19]["sha256"].as_str().unwrap();
-    for _ in 0..5 {
-        env.fake.push_fault(
-            &format!("/threats/v2/{last}/devices"),
-            status(503, "<html>busy</html>"),
-        );
-    }
+    devices_lookup_fails(&env, found[19]["sha256"].as_str().unwrap());
     let out = env.run(&["poll", "--sources", "threats"]).expect(75);
     let lines = env.lines();
     assert!(lines.iter().any(|l| l["sha256"] == "S1"), "{}", out.stderr);
